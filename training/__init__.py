@@ -1,0 +1,1 @@
+"""Training: data, the autoencoder family, the training loop, the sweep and the study's figures."""

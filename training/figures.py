@@ -1,0 +1,126 @@
+"""The study's figures, regenerated from run folders and the sweep's store.
+
+Fig. 1: training error against iterations for several learning rates (the first model);
+Fig. 2: test error against latent size for the sweep's models, with PCA at the same sizes;
+Fig. 3: originals next to reconstructions for the first, worst and best configuration.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+
+from training.data import load_images, split_indices  # noqa: E402
+from training.model import FIRST_MODEL  # noqa: E402
+from training.pca import PCA  # noqa: E402
+from training.train import CHECKPOINT, load_checkpoint, model_from_checkpoint  # noqa: E402
+
+
+def _smooth(values: np.ndarray, window: int) -> np.ndarray:
+    if len(values) < window or window <= 1:
+        return values
+    return np.convolve(values, np.ones(window) / window, mode="valid")
+
+
+def figure_learning_rates(runs: dict[float, Path], path: Path) -> None:
+    """Fig. 1 from runs' steps.csv: BCE per iteration (moving average), one line per learning rate."""
+    fig, ax = plt.subplots(figsize=(7, 4.2))
+    for lr, run in sorted(runs.items()):
+        with open(Path(run) / "steps.csv") as f:
+            losses = np.array([float(r["loss"]) for r in csv.DictReader(f)])
+        smooth = _smooth(losses, max(1, len(losses) // 100))
+        ax.plot(np.arange(len(smooth)) + (len(losses) - len(smooth)), smooth, label=f"lr {lr:g}")
+    ax.set_xlabel("iteration")
+    ax.set_ylabel("training BCE (moving average)")
+    ax.set_title(f"Fig. 1: {FIRST_MODEL.name}, error by learning rate")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def pca_baseline(results: list[dict], ks: list[int] | None = None) -> list[dict]:
+    """PCA fitted on the sweep's own training images, evaluated on its test images, at latent sizes ks."""
+    facts = results[0]["data"]
+    train_cfg = results[0]["train"]
+    data = load_images(train_cfg["data"])
+    split = split_indices(len(data), seed=facts["split_seed"], fraction=facts["fraction"])
+    pca = PCA(data.images[split.train])
+    ks = ks or sorted({2**i for i in range(3, 13)} | {r["latent_size"] for r in results if r["latent_size"] <= pca.max_components})
+    return pca.evaluate(data.images[split.test], [k for k in ks if k <= pca.max_components])
+
+
+def figure_latent_size(results: list[dict], pca_rows: list[dict], path: Path) -> None:
+    """Fig. 2: test BCE and PSNR against latent size, the 36 models coloured by channel factor."""
+    fig, axes = plt.subplots(1, 2, figsize=(12, 4.5))
+    markers = {(False, 3): "o", (False, 5): "s", (True, 3): "^", (True, 5): "D"}
+    colours = {1: "tab:blue", 2: "tab:orange", 4: "tab:green"}
+    for ax, metric, label in ((axes[0], "bce", "test BCE (lower is better)"), (axes[1], "psnr", "test PSNR, dB (higher is better)")):
+        for r in results:
+            m = r["model"]
+            ax.scatter(r["latent_size"], r["test"][metric], marker=markers[(m["fewer_layers"], m["kernel_size"])],
+                       color=colours[m["channel_factor"]], s=36, edgecolor="black", linewidth=0.4, zorder=3)
+        ax.plot([p["k"] for p in pca_rows], [p[metric] for p in pca_rows], "k--", lw=1.2, label="PCA, same latent size", zorder=2)
+        ax.set_xscale("log", base=2)
+        ax.set_xlabel("latent size (values per 32x32 image)")
+        ax.set_ylabel(label)
+        ax.grid(alpha=0.3)
+    handles = [plt.Line2D([], [], ls="", marker="o", color=c, label=f"channel factor {f}") for f, c in colours.items()]
+    handles += [plt.Line2D([], [], ls="", marker=mk, color="gray", label=f"{'3' if fl else '5'} convs, kernel {k}")
+                for (fl, k), mk in markers.items()]
+    handles += [plt.Line2D([], [], ls="--", color="k", label="PCA")]
+    axes[1].legend(handles=handles, fontsize=8, loc="lower right")
+    fig.suptitle("Fig. 2: reconstruction error against latent size (sweep models and PCA)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+@torch.no_grad()
+def figure_reconstructions(runs: dict[str, Path], path: Path, count: int = 8) -> None:
+    """Fig. 3: for each run, `count` test images (the same for all) over their reconstructions."""
+    columns = []
+    for title, run in runs.items():
+        ckpt = load_checkpoint(Path(run) / CHECKPOINT)
+        model = model_from_checkpoint(ckpt)
+        facts = ckpt["data"]
+        data = load_images(ckpt["train_config"]["data"])
+        idx = split_indices(len(data), seed=facts["split_seed"], fraction=facts["fraction"]).test[:count]
+        x = torch.from_numpy(data.images[idx]).float() / 255
+        y = model(x)
+        columns.append((f"{title}\n{ckpt['name']}", x, y))
+    fig, axes = plt.subplots(count, 2 * len(columns), figsize=(2.0 * len(columns) * 1.3, count * 1.3))
+    for c, (title, x, y) in enumerate(columns):
+        for i in range(count):
+            for j, img in enumerate((x[i], y[i])):
+                ax = axes[i, 2 * c + j]
+                ax.imshow(img.permute(1, 2, 0).clamp(0, 1).numpy(), interpolation="nearest")
+                ax.set_xticks([])
+                ax.set_yticks([])
+        axes[0, 2 * c].set_title(title, fontsize=8, loc="left")
+    fig.suptitle("Fig. 3: originals (left of each pair) and reconstructions (right)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def sweep_figures(out: Path, results: list[dict]) -> dict:
+    """Fig. 2 and Fig. 3 for a finished sweep in `out`; returns the PCA rows (also saved as pca.json)."""
+    out = Path(out)
+    pca_rows = pca_baseline(results)
+    (out / "pca.json").write_text(json.dumps(pca_rows, indent=2))
+    figure_latent_size(results, pca_rows, out / "fig2_latent_size.png")
+    ranked = sorted(results, key=lambda r: r["test"]["bce"])
+    picks = {"first": FIRST_MODEL.name, "worst": ranked[-1]["name"], "best": ranked[0]["name"]}
+    if any(r["name"] == FIRST_MODEL.name for r in results):
+        figure_reconstructions({k: out / "trials" / name for k, name in picks.items()}, out / "fig3_reconstructions.png")
+    return {"pca": pca_rows, "picks": picks}

@@ -1,0 +1,173 @@
+"""The convolutional autoencoder family of Pomerenke & Zeng (2020).
+
+The study's first model (the assignment's):
+
+    conv 3x3, 8ch -> maxpool 2 -> conv 12ch -> maxpool 2 -> conv 16ch   (latent 8x8x16 = 1024)
+    -> upsample 2 -> conv 12ch -> upsample 2 -> conv 3ch, sigmoid
+
+and the four axes its sweep varies (2 x 3 x 2 x 3 = 36 models):
+
+- fewer_layers:   drop the two medium convolutions (12ch), leaving 3 convolutions instead of 5;
+                  the pooling/upsampling stays, so the latent size does not depend on this axis;
+- channel_factor: channels are (8, 12, 16) halved, times 1, 2 or 4 (2 is the first model);
+- kernel_size:    3 or 5, padded so a convolution keeps the spatial size;
+- compression:    the pooling/upsampling factor, 1 (none), 2 (the first model) or 4.
+
+Latent size = (H / compression**2) * (W / compression**2) * 8 * channel_factor.
+"""
+
+from __future__ import annotations
+
+import itertools
+from dataclasses import asdict, dataclass
+
+import torch
+from torch import nn
+
+# The first model's channels, which the channel factor scales after halving them.
+BASE_CHANNELS = (8, 12, 16)
+ACTIVATIONS = {"relu": nn.ReLU, "sigmoid": nn.Sigmoid}
+
+
+@dataclass(frozen=True)
+class AutoencoderConfig:
+    fewer_layers: bool = False
+    channel_factor: int = 2
+    kernel_size: int = 3
+    compression: int = 2
+    activation: str = "relu"  # inside the network; the output is always a sigmoid
+    in_channels: int = 3
+    out_channels: int = 3
+
+    def __post_init__(self):
+        if self.channel_factor not in (1, 2, 4):
+            raise ValueError(f"channel_factor must be 1, 2 or 4, got {self.channel_factor}")
+        if self.kernel_size < 1 or self.kernel_size % 2 == 0:
+            raise ValueError(f"kernel_size must be odd (padding keeps sizes), got {self.kernel_size}")
+        if self.compression < 1:
+            raise ValueError(f"compression must be >= 1, got {self.compression}")
+        if self.activation not in ACTIVATIONS:
+            raise ValueError(f"activation must be one of {sorted(ACTIVATIONS)}, got {self.activation!r}")
+
+    @property
+    def channels(self) -> tuple[int, int, int]:
+        return tuple(c // 2 * self.channel_factor for c in BASE_CHANNELS)
+
+    @property
+    def num_convs(self) -> int:
+        return 3 if self.fewer_layers else 5
+
+    @property
+    def stride(self) -> int:
+        """Input height and width must be multiples of this (two pooling steps)."""
+        return self.compression**2
+
+    @property
+    def name(self) -> str:
+        """A name that tells the configuration, e.g. cae_l5_ch2_k3_s2 for the first model."""
+        parts = [f"cae_l{self.num_convs}_ch{self.channel_factor}_k{self.kernel_size}_s{self.compression}"]
+        if self.activation != "relu":
+            parts.append(self.activation)
+        if (self.in_channels, self.out_channels) != (3, 3):
+            parts.append(f"io{self.in_channels}{self.out_channels}")
+        return "_".join(parts)
+
+    def latent_shape(self, height: int = 32, width: int = 32) -> tuple[int, int, int]:
+        if height % self.stride or width % self.stride:
+            raise ValueError(f"{height}x{width} is not a multiple of the model's stride {self.stride}")
+        return (self.channels[2], height // self.stride, width // self.stride)
+
+    def latent_size(self, height: int = 32, width: int = 32) -> int:
+        c, h, w = self.latent_shape(height, width)
+        return c * h * w
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+FIRST_MODEL = AutoencoderConfig()
+
+# The study's sweep, as plain data: every combination of its four axes.
+SWEEP_AXES = {
+    "fewer_layers": (False, True),
+    "channel_factor": (1, 2, 4),
+    "kernel_size": (3, 5),
+    "compression": (1, 2, 4),
+}
+
+
+def sweep_configs(**overrides) -> list[AutoencoderConfig]:
+    """The 36 configurations of the study's sweep (overrides, e.g. activation, apply to all)."""
+    keys = list(SWEEP_AXES)
+    return [AutoencoderConfig(**dict(zip(keys, values)), **overrides) for values in itertools.product(*SWEEP_AXES.values())]
+
+
+def config_from_name(name: str) -> AutoencoderConfig:
+    """Inverse of AutoencoderConfig.name, so the CLI can take `--model cae_l3_ch4_k5_s1`."""
+    fields = name.split("_")
+    if len(fields) < 5 or fields[0] != "cae":
+        raise ValueError(f"not a model name: {name!r} (expected e.g. {FIRST_MODEL.name})")
+    try:
+        kwargs = dict(
+            fewer_layers={"l5": False, "l3": True}[fields[1]],
+            channel_factor=int(fields[2].removeprefix("ch")),
+            kernel_size=int(fields[3].removeprefix("k")),
+            compression=int(fields[4].removeprefix("s")),
+        )
+        for extra in fields[5:]:
+            if extra in ACTIVATIONS:
+                kwargs["activation"] = extra
+            elif extra.startswith("io") and len(extra) == 4:
+                kwargs["in_channels"], kwargs["out_channels"] = int(extra[2]), int(extra[3])
+            else:
+                raise KeyError(extra)
+    except (KeyError, ValueError):
+        raise ValueError(f"not a model name: {name!r} (expected e.g. {FIRST_MODEL.name})") from None
+    return AutoencoderConfig(**kwargs)
+
+
+def _resample(factor: int, down: bool) -> nn.Module:
+    if factor == 1:
+        return nn.Identity()
+    # Keras' MaxPooling2D and UpSampling2D (nearest), as in the study.
+    return nn.MaxPool2d(factor) if down else nn.Upsample(scale_factor=factor, mode="nearest")
+
+
+class ConvAutoencoder(nn.Module):
+    def __init__(self, config: AutoencoderConfig = FIRST_MODEL):
+        super().__init__()
+        self.config = config
+        c1, c2, c3 = config.channels
+        k, s, act = config.kernel_size, config.compression, ACTIVATIONS[config.activation]
+
+        def conv(cin: int, cout: int) -> nn.Conv2d:
+            return nn.Conv2d(cin, cout, k, padding=k // 2)
+
+        # (B, in, H, W) -> (B, c3, H/s^2, W/s^2); the latent passes the activation too, as in the study.
+        enc = [conv(config.in_channels, c1), act(), _resample(s, down=True)]
+        enc += [] if config.fewer_layers else [conv(c1, c2), act()]
+        enc += [_resample(s, down=True), conv(c1 if config.fewer_layers else c2, c3), act()]
+        # (B, c3, H/s^2, W/s^2) -> (B, out, H, W) logits; decode() applies the sigmoid.
+        dec = [_resample(s, down=False)]
+        dec += [] if config.fewer_layers else [conv(c3, c2), act()]
+        dec += [_resample(s, down=False), conv(c3 if config.fewer_layers else c2, config.out_channels)]
+        self.encoder = nn.Sequential(*[m for m in enc if not isinstance(m, nn.Identity)])
+        self.decoder = nn.Sequential(*[m for m in dec if not isinstance(m, nn.Identity)])
+
+    def encode(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, in, H, W) in [0, 1] -> latent (B, C, H/stride, W/stride)."""
+        return self.encoder(x)
+
+    def decode_logits(self, z: torch.Tensor) -> torch.Tensor:
+        """Pre-sigmoid output: training uses it for a numerically stable BCE."""
+        return self.decoder(z)
+
+    def decode(self, z: torch.Tensor) -> torch.Tensor:
+        """latent -> (B, out, H, W) in [0, 1]."""
+        return torch.sigmoid(self.decoder(z))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.decode(self.encode(x))
+
+    def num_parameters(self) -> int:
+        return sum(p.numel() for p in self.parameters())

@@ -1,0 +1,312 @@
+"""Train one autoencoder: read top to bottom.
+
+A run folder holds everything about a run and is all that export or resume need:
+
+    config.json      the resolved model and training configuration
+    checkpoint.pt    weights, optimizer, epoch, history, data split and, once finished, test metrics
+    metrics.csv      per-epoch train/validation BCE, MSE, PSNR, SSIM (rewritten from the checkpoint)
+    steps.csv        the training loss at every optimizer step (for learning-rate plots)
+    loss_curve.png   the curves of metrics.csv
+    result.json      final test metrics, written when the run finishes
+
+A killed run started again with the same arguments resumes after its last finished epoch.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import os
+import time
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from tqdm.auto import tqdm
+
+from training.data import ImageArray, Split, load_images, split_indices
+from training.metrics import METRIC_NAMES, batch_sums
+from training.model import FIRST_MODEL, AutoencoderConfig, ConvAutoencoder
+
+CHECKPOINT = "checkpoint.pt"
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    data: str = "fake"  # a source for training.data.load_images; the CLI defaults to the real data
+    fraction: float = 1.0  # share of each split to use (the study's sweep: 0.1)
+    split_seed: int = 0  # the train/validation/test split
+    seed: int = 0  # weights and batch order
+    epochs: int = 10
+    batch_size: int = 256
+    lr: float = 2e-3
+    optimizer: str = "adam"  # adam | adamw | sgd | rmsprop
+    loss: str = "bce"  # bce | mse
+    device: str = "auto"  # auto (CUDA when present) | cpu | cuda[:N]
+    precision: str = "auto"  # auto (bf16 where the hardware has it) | fp32 | bf16
+    eval_batch_size: int = 1000
+    log_every: int = 1  # steps between entries of steps.csv
+
+    def __post_init__(self):
+        if self.loss not in ("bce", "mse"):
+            raise ValueError(f"loss must be bce or mse, got {self.loss!r}")
+        if self.optimizer not in OPTIMIZERS:
+            raise ValueError(f"optimizer must be one of {sorted(OPTIMIZERS)}, got {self.optimizer!r}")
+        if self.precision not in ("auto", "fp32", "bf16"):
+            raise ValueError(f"precision must be auto, fp32 or bf16, got {self.precision!r}")
+        if self.epochs < 1 or self.batch_size < 1 or not self.lr > 0:
+            raise ValueError("epochs, batch size and learning rate must be positive")
+
+
+OPTIMIZERS = {
+    "adam": lambda params, lr, fused: torch.optim.Adam(params, lr=lr, fused=fused),
+    "adamw": lambda params, lr, fused: torch.optim.AdamW(params, lr=lr, fused=fused),
+    "sgd": lambda params, lr, fused: torch.optim.SGD(params, lr=lr, momentum=0.9, fused=fused),
+    "rmsprop": lambda params, lr, fused: torch.optim.RMSprop(params, lr=lr),
+}
+
+# Fields that may change between a run and its resumption without invalidating it.
+RESUMABLE_CHANGES = {"epochs", "device", "eval_batch_size"}
+
+
+@dataclass
+class RunState:
+    epoch: int = 0  # finished epochs
+    history: list[dict] = field(default_factory=list)  # one row per finished epoch
+    steps: list[float] = field(default_factory=list)  # training loss per logged step
+    test: dict | None = None  # test metrics once finished
+    train_seconds: float = 0.0
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError("device cuda requested but torch sees no CUDA device")
+    return device
+
+
+def resolve_precision(name: str, device: torch.device) -> torch.dtype:
+    """bf16 autocast where the hardware computes it natively (measured ~1.5x faster on an AVX-512 BF16
+    CPU for the first model, same test BCE); fp32 elsewhere. Metrics are always computed in fp32."""
+    if name == "fp32":
+        return torch.float32
+    if name == "bf16":
+        return torch.bfloat16
+    if device.type == "cuda":
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float32
+    return torch.bfloat16 if torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported() else torch.float32
+
+
+def batches(images: torch.Tensor, indices: np.ndarray, batch_size: int, device: torch.device):
+    """uint8 (N, C, H, W) -> float (B, C, H, W) in [0, 1], channels-last (faster convolutions on CPU)."""
+    for start in range(0, len(indices), batch_size):
+        idx = torch.as_tensor(indices[start : start + batch_size], device=images.device)
+        x = images.index_select(0, idx).to(device, non_blocking=True).float().div_(255)
+        yield x.contiguous(memory_format=torch.channels_last)
+
+
+@torch.no_grad()
+def evaluate(model: ConvAutoencoder, images: torch.Tensor, indices: np.ndarray, batch_size: int, device: torch.device) -> dict:
+    """Mean BCE, MSE, per-image PSNR and SSIM over `indices`, in fp32."""
+    was_training = model.training
+    model.eval()
+    sums = dict.fromkeys(METRIC_NAMES, 0.0)
+    for x in batches(images, indices, batch_size, device):
+        for k, v in batch_sums(model.decode_logits(model.encode(x)), x).items():
+            sums[k] += v
+    model.train(was_training)
+    return {k: v / max(1, len(indices)) for k, v in sums.items()}
+
+
+def reconstruction_loss(logits: torch.Tensor, target: torch.Tensor, kind: str) -> torch.Tensor:
+    logits = logits.float()
+    if kind == "bce":
+        return F.binary_cross_entropy_with_logits(logits, target)
+    return F.mse_loss(torch.sigmoid(logits), target)
+
+
+def _atomic_write(path: Path, write) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    write(tmp)
+    os.replace(tmp, path)
+
+
+def _write_outputs(out: Path, state: RunState, name: str) -> None:
+    if state.history:
+        def write_csv(p):
+            with open(p, "w", newline="") as f:
+                w = csv.DictWriter(f, fieldnames=list(state.history[0]))
+                w.writeheader()
+                w.writerows(state.history)
+        _atomic_write(out / "metrics.csv", write_csv)
+        plot_loss_curve(state.history, out / "loss_curve.png", title=name)
+
+    def write_steps(p):
+        with open(p, "w", newline="") as f:
+            f.write("step,loss\n")
+            f.writelines(f"{i},{v:.6f}\n" for i, v in enumerate(state.steps))
+    _atomic_write(out / "steps.csv", write_steps)
+
+
+def plot_loss_curve(history: list[dict], path: Path, title: str = "") -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    epochs = [h["epoch"] for h in history]
+    fig, axes = plt.subplots(1, 4, figsize=(14, 3.2))
+    for ax, metric in zip(axes, METRIC_NAMES):
+        ax.plot(epochs, [h[f"train_{metric}"] for h in history], "o-", label="train")
+        ax.plot(epochs, [h[f"val_{metric}"] for h in history], "s-", label="validation")
+        ax.set_xlabel("epoch")
+        ax.set_title(metric.upper())
+        ax.grid(alpha=0.3)
+    axes[0].legend()
+    fig.suptitle(title)
+    fig.tight_layout()
+    _atomic_write(path, lambda p: fig.savefig(p, format="png", dpi=90))
+    plt.close(fig)
+
+
+def load_checkpoint(path: Path, map_location="cpu") -> dict:
+    """A run's checkpoint; `model_from_checkpoint` rebuilds the model from it alone."""
+    return torch.load(path, map_location=map_location, weights_only=False)
+
+
+def model_from_checkpoint(ckpt: dict) -> ConvAutoencoder:
+    model = ConvAutoencoder(AutoencoderConfig(**ckpt["model_config"]))
+    model.load_state_dict(ckpt["model"])
+    return model.eval()
+
+
+def train(
+    model_config: AutoencoderConfig = FIRST_MODEL,
+    config: TrainConfig = TrainConfig(),
+    out: str | os.PathLike = "runs/first",
+    data: ImageArray | None = None,
+    progress: bool = True,
+) -> dict:
+    """Train (or resume) one run in `out`; returns its result (test metrics and facts about the run).
+
+    `data` lets a caller that trains many models (the sweep) decode the images once.
+    """
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    device = resolve_device(config.device)
+    dtype = resolve_precision(config.precision, device)
+    data = data if data is not None else load_images(config.data)
+    split = split_indices(len(data), seed=config.split_seed, fraction=config.fraction)
+    # A fixed sample of training images, as many as the validation split, for the train-side metrics.
+    train_probe = split.train[: len(split.val)]
+
+    torch.manual_seed(config.seed)
+    model = ConvAutoencoder(model_config).to(device).to(memory_format=torch.channels_last)
+    optimizer = OPTIMIZERS[config.optimizer](model.parameters(), config.lr, True if config.optimizer in ("adam", "adamw", "sgd") else None)
+    state = RunState()
+    ckpt_path = out / CHECKPOINT
+    if ckpt_path.exists():
+        ckpt = load_checkpoint(ckpt_path, map_location=device)
+        _check_resumable(ckpt, model_config, config, ckpt_path)
+        model.load_state_dict(ckpt["model"])
+        optimizer.load_state_dict(ckpt["optimizer"])
+        state = RunState(**ckpt["state"])
+        if state.epoch >= config.epochs and state.test is not None:
+            return _result(model_config, config, state, split, data, model)
+        state.test = None  # more epochs asked for than were run: test again at the end
+    _atomic_write(out / "config.json", lambda p: p.write_text(json.dumps({"model": asdict(model_config), "train": asdict(config), "name": model_config.name}, indent=2)))
+
+    # Keep the decoded uint8 images on the device: no host-to-device copy or collation per batch.
+    images = torch.from_numpy(data.images).to(device)
+    steps_per_epoch = math.ceil(len(split.train) / config.batch_size)
+    model.train()
+    for epoch in range(state.epoch + 1, config.epochs + 1):
+        started = time.perf_counter()
+        # The order depends on (seed, epoch) only, so a resumed run sees the batches it would have seen.
+        order = np.random.default_rng([config.seed, epoch]).permutation(split.train)
+        bar = tqdm(batches(images, order, config.batch_size, device), total=steps_per_epoch, disable=not progress,
+                   desc=f"{model_config.name} epoch {epoch}/{config.epochs}", leave=False, dynamic_ncols=True)
+        running = 0.0
+        for i, x in enumerate(bar):
+            with torch.autocast(device.type, dtype=dtype, enabled=dtype != torch.float32):
+                logits = model.decode_logits(model.encode(x))
+            loss = reconstruction_loss(logits, x, config.loss)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            if i % config.log_every == 0 or i == steps_per_epoch - 1:
+                value = loss.item()
+                state.steps.append(value)
+                running += value
+                bar.set_postfix(loss=f"{value:.4f}")
+        state.train_seconds += time.perf_counter() - started
+        train_metrics = evaluate(model, images, train_probe, config.eval_batch_size, device)
+        val_metrics = evaluate(model, images, split.val, config.eval_batch_size, device)
+        state.history.append({"epoch": epoch, "seconds": round(state.train_seconds, 2),
+                              **{f"train_{k}": v for k, v in train_metrics.items()},
+                              **{f"val_{k}": v for k, v in val_metrics.items()}})
+        state.epoch = epoch
+        if epoch == config.epochs:
+            state.test = evaluate(model, images, split.test, config.eval_batch_size, device)
+        _save(ckpt_path, model, optimizer, model_config, config, state, split, data)
+        _write_outputs(out, state, model_config.name)
+        if progress:
+            tqdm.write(f"{model_config.name} epoch {epoch}: val bce {val_metrics['bce']:.4f} mse {val_metrics['mse']:.5f} "
+                       f"psnr {val_metrics['psnr']:.2f} ssim {val_metrics['ssim']:.4f}")
+    result = _result(model_config, config, state, split, data, model)
+    _atomic_write(out / "result.json", lambda p: p.write_text(json.dumps(result, indent=2)))
+    return result
+
+
+def _check_resumable(ckpt: dict, model_config: AutoencoderConfig, config: TrainConfig, path: Path) -> None:
+    if ckpt["model_config"] != asdict(model_config):
+        raise ValueError(f"{path} holds a different model ({AutoencoderConfig(**ckpt['model_config']).name}); use another output folder")
+    saved = ckpt["train_config"]
+    changed = sorted(k for k, v in asdict(config).items() if k not in RESUMABLE_CHANGES and saved.get(k) != v)
+    if changed:
+        detail = ", ".join(f"{k}: {saved.get(k)!r} -> {getattr(config, k)!r}" for k in changed)
+        raise ValueError(f"{path} was trained with other settings ({detail}); use another output folder")
+
+
+def _data_facts(data: ImageArray, split: Split) -> dict:
+    return {"source": data.source, "checksum": data.checksum, "split_seed": split.seed, "fraction": split.fraction,
+            "sizes": {"train": len(split.train), "val": len(split.val), "test": len(split.test)}}
+
+
+def _save(path, model, optimizer, model_config, config, state, split, data) -> None:
+    ckpt = {
+        "model": model.state_dict(),
+        "optimizer": optimizer.state_dict(),
+        "model_config": asdict(model_config),
+        "train_config": asdict(config),
+        "name": model_config.name,
+        "state": asdict(state),
+        "data": _data_facts(data, split),
+        "torch_version": torch.__version__,
+    }
+    _atomic_write(path, lambda p: torch.save(ckpt, p))
+
+
+def _result(model_config, config, state: RunState, split, data, model) -> dict:
+    return {
+        "name": model_config.name,
+        "model": asdict(model_config),
+        "train": asdict(config),
+        "latent_size": model_config.latent_size(),
+        "parameters": model.num_parameters(),
+        "epochs": state.epoch,
+        "train_seconds": round(state.train_seconds, 2),
+        "images_per_second": round(state.epoch * len(split.train) / max(state.train_seconds, 1e-9), 1),
+        "test": state.test,
+        "val": {k.removeprefix("val_"): v for k, v in state.history[-1].items() if k.startswith("val_")},
+        "data": _data_facts(data, split),
+    }
+
+
+def with_overrides(config: TrainConfig, **kwargs) -> TrainConfig:
+    return replace(config, **{k: v for k, v in kwargs.items() if v is not None})
