@@ -56,6 +56,9 @@ def download(url: str = CIFAR10_URL, dest: str | os.PathLike | None = None, md5:
                 while block := response.read(1 << 16):
                     f.write(block)
                     bar.update(len(block))
+            # http.client ends a body cut short by the server like a complete one: compare with its length.
+            if total is not None and part.stat().st_size < total:
+                raise TimeoutError("the server closed the connection early")
     except urllib.error.HTTPError as e:
         if e.code == 416 and have:  # range not satisfiable: the part file is already complete
             pass

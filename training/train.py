@@ -136,7 +136,7 @@ def _atomic_write(path: Path, write) -> None:
     os.replace(tmp, path)
 
 
-def _write_outputs(out: Path, state: RunState, name: str) -> None:
+def _write_outputs(out: Path, state: RunState, name: str, plot: bool) -> None:
     if state.history:
         def write_csv(p):
             with open(p, "w", newline="") as f:
@@ -144,7 +144,8 @@ def _write_outputs(out: Path, state: RunState, name: str) -> None:
                 w.writeheader()
                 w.writerows(state.history)
         _atomic_write(out / "metrics.csv", write_csv)
-        plot_loss_curve(state.history, out / "loss_curve.png", title=name)
+        if plot:
+            plot_loss_curve(state.history, out / "loss_curve.png", title=name)
 
     def write_steps(p):
         with open(p, "w", newline="") as f:
@@ -254,7 +255,9 @@ def train(
         if epoch == config.epochs:
             state.test = evaluate(model, images, split.test, config.eval_batch_size, device)
         _save(ckpt_path, model, optimizer, model_config, config, state, split, data)
-        _write_outputs(out, state, model_config.name)
+        # Drawing the curve costs ~0.5 s, as much as a sweep trial's epoch: only at the end or for slow epochs.
+        slow = state.history[-1]["seconds"] - (state.history[-2]["seconds"] if len(state.history) > 1 else 0) > 30
+        _write_outputs(out, state, model_config.name, plot=epoch == config.epochs or slow)
         if progress:
             tqdm.write(f"{model_config.name} epoch {epoch}: val bce {val_metrics['bce']:.4f} mse {val_metrics['mse']:.5f} "
                        f"psnr {val_metrics['psnr']:.2f} ssim {val_metrics['ssim']:.4f}")

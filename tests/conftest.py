@@ -1,0 +1,62 @@
+"""Shared fixtures: a private cache per test, and small datasets the tests make themselves."""
+
+from __future__ import annotations
+
+import io
+import pickle
+import tarfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+SHARED_CIFAR_JPEG = Path(__file__).resolve().parents[2] / "shared/datasets/cifar10-jpeg/train.tar.gz"
+
+
+@pytest.fixture(autouse=True)
+def private_cache(tmp_path_factory, monkeypatch):
+    """Every test gets its own decode cache, so no test reads another's (or the user's) cache."""
+    cache = tmp_path_factory.mktemp("cache")
+    monkeypatch.setenv("CAE_CACHE_DIR", str(cache))
+    monkeypatch.delenv("CAE_DATA", raising=False)
+    return cache
+
+
+def random_images(n: int, size: int = 32, seed: int = 0) -> np.ndarray:
+    return np.random.default_rng(seed).integers(0, 256, (n, 3, size, size), dtype=np.uint8)
+
+
+def cifar_batches(per_batch: int = 4, seed: int = 0) -> dict[str, dict]:
+    """Batches in the official python format (pickled dicts, data (N, 3072) uint8 in CHW order)."""
+    rng = np.random.default_rng(seed)
+    names = [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]
+    return {name: {b"data": rng.integers(0, 256, (per_batch, 3072), dtype=np.uint8),
+                   b"labels": rng.integers(0, 10, per_batch).tolist(),
+                   b"batch_label": name.encode()} for name in names}
+
+
+def write_cifar_archive(path: Path, per_batch: int = 4, seed: int = 0) -> dict[str, dict]:
+    """A small cifar-10-python.tar.gz in the official layout (cifar-10-batches-py/<batch>)."""
+    batches = cifar_batches(per_batch, seed)
+    with tarfile.open(path, "w:gz") as tf:
+        for name, batch in batches.items():
+            blob = pickle.dumps(batch, protocol=2)
+            info = tarfile.TarInfo(f"cifar-10-batches-py/{name}")
+            info.size = len(blob)
+            tf.addfile(info, io.BytesIO(blob))
+    return batches
+
+
+def write_image_folder(root: Path, images: np.ndarray, classes: list[str] | None = None, fmt: str = "png") -> Path:
+    """Images as files: root/<class>/<i>.<fmt> (round-robin over classes), or flat when classes is None."""
+    from PIL import Image
+
+    root.mkdir(parents=True, exist_ok=True)
+    for i, img in enumerate(images):
+        folder = root / classes[i % len(classes)] if classes else root
+        folder.mkdir(exist_ok=True)
+        Image.fromarray(img.transpose(1, 2, 0)).save(folder / f"{i:04d}.{fmt}")
+    return root
+
+
+needs_shared_data = pytest.mark.skipif(not SHARED_CIFAR_JPEG.exists(), reason="../shared/datasets/cifar10-jpeg is absent")

@@ -1,0 +1,79 @@
+import pytest
+import torch
+
+from training.model import FIRST_MODEL, AutoencoderConfig, ConvAutoencoder, config_from_name, sweep_configs
+
+SWEEP = sweep_configs()
+
+
+def test_sweep_has_the_studys_36_configurations():
+    assert len(SWEEP) == 36
+    assert len({c.name for c in SWEEP}) == 36
+    assert FIRST_MODEL in SWEEP
+
+
+def test_first_model_is_the_assignments():
+    model = ConvAutoencoder(FIRST_MODEL)
+    convs = [m for m in model.modules() if isinstance(m, torch.nn.Conv2d)]
+    assert [(c.in_channels, c.out_channels, c.kernel_size) for c in convs] == [
+        (3, 8, (3, 3)), (8, 12, (3, 3)), (12, 16, (3, 3)), (16, 12, (3, 3)), (12, 3, (3, 3))]
+    assert sum(isinstance(m, torch.nn.MaxPool2d) for m in model.modules()) == 2
+    assert FIRST_MODEL.name == "cae_l5_ch2_k3_s2"
+    assert FIRST_MODEL.latent_size() == 8 * 8 * 16 == 1024
+
+
+@pytest.mark.parametrize("config", SWEEP, ids=lambda c: c.name)
+def test_every_sweep_model(config):
+    torch.manual_seed(0)
+    model = ConvAutoencoder(config)
+    x = torch.rand(2, 3, 32, 32)
+    z = model.encode(x)
+    # The latent size formula: (32 / compression^2)^2 * 8 * channel_factor, whatever the layer count.
+    side = 32 // config.compression**2
+    assert z.shape == (2, 8 * config.channel_factor, side, side)
+    assert z[0].numel() == config.latent_size() == side * side * 8 * config.channel_factor
+    y = model.decode(z)
+    assert y.shape == x.shape
+    assert torch.isfinite(y).all() and (y >= 0).all() and (y <= 1).all()
+    convs = sum(isinstance(m, torch.nn.Conv2d) for m in model.modules())
+    assert convs == (3 if config.fewer_layers else 5)
+    loss = torch.nn.functional.binary_cross_entropy_with_logits(model.decode_logits(z), x)
+    loss.backward()
+    grads = [p.grad for p in model.parameters()]
+    assert all(g is not None and torch.isfinite(g).all() for g in grads)
+    assert any(g.abs().sum() > 0 for g in grads)
+    assert config_from_name(config.name) == config
+
+
+def test_fully_convolutional_at_other_sizes():
+    model = ConvAutoencoder(FIRST_MODEL)
+    assert model(torch.rand(1, 3, 48, 64)).shape == (1, 3, 48, 64)
+    assert FIRST_MODEL.latent_shape(48, 64) == (16, 12, 16)
+    with pytest.raises(ValueError, match="stride 4"):
+        FIRST_MODEL.latent_shape(30, 32)
+
+
+def test_activation_and_channel_options():
+    config = AutoencoderConfig(activation="sigmoid", in_channels=1, out_channels=2)
+    assert config.name == "cae_l5_ch2_k3_s2_sigmoid_io12"
+    assert config_from_name(config.name) == config
+    model = ConvAutoencoder(config)
+    assert any(isinstance(m, torch.nn.Sigmoid) for m in model.encoder)
+    assert model(torch.rand(3, 1, 32, 32)).shape == (3, 2, 32, 32)
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    (dict(channel_factor=3), "channel_factor"),
+    (dict(kernel_size=4), "odd"),
+    (dict(compression=0), "compression"),
+    (dict(activation="tanh"), "activation"),
+])
+def test_invalid_configs_are_rejected(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        AutoencoderConfig(**kwargs)
+
+
+@pytest.mark.parametrize("name", ["cae_l4_ch2_k3_s2", "vae_l5_ch2_k3_s2", "cae_l5_chx_k3_s2", "cae_l5_ch2_k3_s2_bogus", "cae"])
+def test_bad_names_are_rejected(name):
+    with pytest.raises(ValueError, match="not a model name"):
+        config_from_name(name)

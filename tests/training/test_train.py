@@ -1,0 +1,135 @@
+import csv
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+
+from training import train as train_module
+from training.data import load_images, split_indices
+from training.model import FIRST_MODEL, AutoencoderConfig
+from training.train import CHECKPOINT, TrainConfig, evaluate, load_checkpoint, model_from_checkpoint, train
+
+SMALL = TrainConfig(data="fake:200", epochs=2, batch_size=32, precision="fp32")
+TINY_MODEL = AutoencoderConfig(channel_factor=1, compression=4, fewer_layers=True)
+
+
+def test_a_run_folder_describes_itself(tmp_path):
+    result = train(FIRST_MODEL, SMALL, out=tmp_path, progress=False)
+    assert {p.name for p in tmp_path.iterdir()} >= {"config.json", CHECKPOINT, "metrics.csv", "steps.csv", "loss_curve.png", "result.json"}
+    with open(tmp_path / "metrics.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert [int(r["epoch"]) for r in rows] == [1, 2]
+    for metric in ("bce", "mse", "psnr", "ssim"):
+        assert float(rows[-1][f"train_{metric}"]) > 0 and float(rows[-1][f"val_{metric}"]) > 0
+    assert result["test"]["psnr"] > 5 and 0 < result["test"]["ssim"] < 1
+    assert json.loads((tmp_path / "result.json").read_text())["test"] == result["test"]
+    # Export needs only the folder: rebuild the model from the checkpoint and get the recorded test metrics back.
+    ckpt = load_checkpoint(tmp_path / CHECKPOINT)
+    assert ckpt["name"] == FIRST_MODEL.name and ckpt["data"]["split_seed"] == 0 and ckpt["data"]["sizes"]["test"] == 20
+    model = model_from_checkpoint(ckpt)
+    data = load_images("fake:200")
+    test = evaluate(model, torch.from_numpy(data.images), split_indices(200).test, 1000, torch.device("cpu"))
+    assert test == pytest.approx(ckpt["state"]["test"], rel=1e-5)
+
+
+def test_training_reduces_the_loss(tmp_path):
+    result = train(TINY_MODEL, TrainConfig(data="fake:400", epochs=4, batch_size=16, lr=3e-3, precision="fp32"), out=tmp_path, progress=False)
+    with open(tmp_path / "metrics.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert float(rows[-1]["val_mse"]) < float(rows[0]["val_mse"])
+    assert result["epochs"] == 4
+
+
+class Killed(Exception):
+    pass
+
+
+def test_resume_after_a_crash_gives_the_uninterrupted_result(tmp_path, monkeypatch):
+    straight = train(FIRST_MODEL, TrainConfig(**{**SMALL.__dict__, "epochs": 3}), out=tmp_path / "straight", progress=False)
+    # Crash right after epoch 2's checkpoint is written.
+    real_write = train_module._write_outputs
+
+    def crash_after_epoch_2(out, state, name, plot):
+        real_write(out, state, name, plot)
+        if state.epoch == 2:
+            raise Killed
+
+    monkeypatch.setattr(train_module, "_write_outputs", crash_after_epoch_2)
+    with pytest.raises(Killed):
+        train(FIRST_MODEL, TrainConfig(**{**SMALL.__dict__, "epochs": 3}), out=tmp_path / "crashed", progress=False)
+    monkeypatch.setattr(train_module, "_write_outputs", real_write)
+    assert load_checkpoint(tmp_path / "crashed" / CHECKPOINT)["state"]["epoch"] == 2
+    resumed = train(FIRST_MODEL, TrainConfig(**{**SMALL.__dict__, "epochs": 3}), out=tmp_path / "crashed", progress=False)
+    assert resumed["test"] == pytest.approx(straight["test"], rel=1e-6)
+    a = load_checkpoint(tmp_path / "straight" / CHECKPOINT)["model"]
+    b = load_checkpoint(tmp_path / "crashed" / CHECKPOINT)["model"]
+    assert all(torch.allclose(a[k], b[k], atol=1e-7) for k in a)
+
+
+def test_more_epochs_continue_a_finished_run(tmp_path):
+    train(TINY_MODEL, SMALL, out=tmp_path, progress=False)
+    result = train(TINY_MODEL, TrainConfig(**{**SMALL.__dict__, "epochs": 3}), out=tmp_path, progress=False)
+    assert result["epochs"] == 3
+    assert len((tmp_path / "metrics.csv").read_text().splitlines()) == 1 + 3
+
+
+def test_a_finished_run_is_not_trained_again(tmp_path, monkeypatch):
+    first = train(TINY_MODEL, SMALL, out=tmp_path, progress=False)
+    monkeypatch.setattr(train_module, "batches", lambda *a: pytest.fail("trained again"))
+    assert train(TINY_MODEL, SMALL, out=tmp_path, progress=False)["test"] == first["test"]
+
+
+def test_resume_refuses_other_settings(tmp_path):
+    train(TINY_MODEL, SMALL, out=tmp_path, progress=False)
+    with pytest.raises(ValueError, match=r"other settings \(lr: 0.002 -> 0.1\)"):
+        train(TINY_MODEL, TrainConfig(**{**SMALL.__dict__, "lr": 0.1}), out=tmp_path, progress=False)
+    with pytest.raises(ValueError, match="different model"):
+        train(FIRST_MODEL, SMALL, out=tmp_path, progress=False)
+
+
+@pytest.mark.parametrize("loss, optimizer", [("mse", "sgd"), ("bce", "rmsprop"), ("mse", "adamw")])
+def test_losses_and_optimizers(tmp_path, loss, optimizer):
+    config = TrainConfig(data="fake:100", epochs=1, loss=loss, optimizer=optimizer, precision="fp32")
+    result = train(TINY_MODEL, config, out=tmp_path, progress=False)
+    assert all(torch.isfinite(torch.tensor(v)) for v in result["test"].values())
+
+
+def test_bf16_autocast_trains_like_fp32(tmp_path):
+    base = dict(data="fake:400", epochs=3, batch_size=32, lr=3e-3)
+    fp32 = train(FIRST_MODEL, TrainConfig(**base, precision="fp32"), out=tmp_path / "fp32", progress=False)
+    bf16 = train(FIRST_MODEL, TrainConfig(**base, precision="bf16"), out=tmp_path / "bf16", progress=False)
+    assert bf16["test"]["mse"] == pytest.approx(fp32["test"]["mse"], rel=0.1)
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    (dict(loss="l1"), "loss"), (dict(optimizer="lbfgs"), "optimizer"), (dict(precision="fp8"), "precision"), (dict(epochs=0), "positive"),
+])
+def test_invalid_training_settings(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        TrainConfig(**kwargs)
+
+
+@pytest.mark.slow
+def test_sigkill_mid_run_loses_no_finished_epoch(tmp_path):
+    """A real kill (SIGKILL, no cleanup) of `cae train`, then the same command resumes and finishes."""
+    out = tmp_path / "run"
+    cmd = [sys.executable, "-m", "training.cli", "train", "--data", "fake:3000", "--epochs", "4", "--batch-size", "16",
+           "--precision", "fp32", "--quiet", "--out", str(out)]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.time() + 120
+    while not (out / CHECKPOINT).exists() and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    done = load_checkpoint(out / CHECKPOINT)["state"]["epoch"]
+    assert 1 <= done < 4, "the kill should land after the first epoch and before the last"
+    rerun = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    assert rerun.returncode == 0, rerun.stderr
+    state = load_checkpoint(out / CHECKPOINT)["state"]
+    assert [h["epoch"] for h in state["history"]] == [1, 2, 3, 4] and state["test"] is not None
