@@ -54,8 +54,11 @@ def read_results(out: Path) -> list[dict]:
 
 
 def append_result(out: Path, result: dict) -> None:
-    with open(Path(out) / "results.jsonl", "a") as f:
-        f.write(json.dumps(result) + "\n")
+    path = Path(out) / "results.jsonl"
+    # After a kill mid-append the file ends in a torn line: start on a fresh line, or this result is lost too.
+    torn = path.exists() and path.stat().st_size > 0 and not path.read_bytes().endswith(b"\n")
+    with open(path, "a") as f:
+        f.write(("\n" if torn else "") + json.dumps(result) + "\n")
         f.flush()
         os.fsync(f.fileno())
 

@@ -1,0 +1,52 @@
+import subprocess
+import sys
+
+from PIL import Image
+
+from training.cli import main
+
+
+def test_train_dry_run(tmp_path, capsys):
+    assert main(["train", "--dry-run", "--quiet", "--out", str(tmp_path)]) == 0
+    assert '"name": "cae_l5_ch2_k3_s2"' in capsys.readouterr().out
+    assert (tmp_path / "checkpoint.pt").exists()
+
+
+def test_train_takes_a_model_name_or_axes(tmp_path, capsys):
+    assert main(["train", "--dry-run", "--quiet", "--model", "cae_l3_ch4_k5_s1", "--out", str(tmp_path / "a")]) == 0
+    assert main(["train", "--dry-run", "--quiet", "--fewer-layers", "--channel-factor", "4", "--kernel-size", "5",
+                 "--compression", "1", "--loss", "mse", "--out", str(tmp_path / "b")]) == 0
+    out = capsys.readouterr().out
+    assert out.count("training cae_l3_ch4_k5_s1 (latent 32768)") == 2
+
+
+def test_sweep_and_figures_dry_run(tmp_path, capsys):
+    args = ["sweep", "--dry-run", "--quiet", "--out", str(tmp_path), "--only", "cae_l5_ch2_k3_s2", "cae_l5_ch1_k3_s4"]
+    assert main(args) == 0
+    assert "2/2 trials finished" in capsys.readouterr().out
+    assert main(["figures", "--sweep", str(tmp_path)]) == 0
+    assert (tmp_path / "fig2_latent_size.png").exists()
+
+
+def test_lr_scan_dry_run(tmp_path):
+    assert main(["lr-scan", "--dry-run", "--quiet", "--lrs", "0.001", "0.01", "--out", str(tmp_path)]) == 0
+    with Image.open(tmp_path / "fig1_learning_rates.png") as im:
+        assert im.size[0] > 300
+
+
+def test_bad_input_is_one_clear_line(tmp_path, capsys):
+    bad = tmp_path / "broken.tar.gz"
+    bad.write_bytes(b"\x1f\x8b not really")
+    assert main(["train", "--quiet", "--data", str(bad), "--out", str(tmp_path / "run")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("cae train: error: ") and "broken.tar.gz" in err and "Traceback" not in err
+    assert main(["train", "--quiet", "--model", "cae_l9", "--dry-run"]) == 2
+    assert "not a model name" in capsys.readouterr().err
+    assert main(["figures", "--sweep", str(tmp_path / "none")]) == 2
+
+
+def test_console_script_reports_errors_without_traceback(tmp_path):
+    missing = tmp_path / "missing"
+    proc = subprocess.run([sys.executable, "-m", "training.cli", "train", "--data", str(missing)], capture_output=True, text=True)
+    assert proc.returncode == 2
+    assert f"{missing}: no such file or folder" in proc.stderr and "Traceback" not in proc.stderr
