@@ -12,7 +12,7 @@ import torch
 from training import train as train_module
 from training.data import load_images, split_indices
 from training.model import FIRST_MODEL, AutoencoderConfig
-from training.train import CHECKPOINT, TrainConfig, evaluate, load_checkpoint, model_from_checkpoint, train
+from training.train import CHECKPOINT, TrainConfig, evaluate, images_on_device, load_checkpoint, model_from_checkpoint, train
 
 SMALL = TrainConfig(data="fake:200", epochs=2, batch_size=32, precision="fp32")
 TINY_MODEL = AutoencoderConfig(channel_factor=1, compression=4, fewer_layers=True)
@@ -33,7 +33,7 @@ def test_a_run_folder_describes_itself(tmp_path):
     assert ckpt["name"] == FIRST_MODEL.name and ckpt["data"]["split_seed"] == 0 and ckpt["data"]["sizes"]["test"] == 20
     model = model_from_checkpoint(ckpt)
     data = load_images("fake:200")
-    test = evaluate(model, torch.from_numpy(data.images), split_indices(200).test, 1000, torch.device("cpu"))
+    test = evaluate(model, images_on_device(data.images, torch.device("cpu")), split_indices(200).test, 1000, torch.device("cpu"))
     assert test == pytest.approx(ckpt["state"]["test"], rel=1e-5)
 
 
