@@ -23,7 +23,7 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from training.data import SHARED_CIFAR_JPEG, load_images
 from training.model import FIRST_MODEL, ConvAutoencoder
-from training.train import batches, images_on_device, make_optimizer, resolve_precision, train_step
+from training.train import ReconstructionTask, batches, images_on_device, make_optimizer, resolve_precision, train_step
 
 # Multiply-adds of the first model per 32x32 image, forward: sum over convs of H*W*k*k*cin*cout.
 FORWARD_MACS = 32 * 32 * 9 * 3 * 8 + 16 * 16 * 9 * 8 * 12 + 8 * 8 * 9 * 12 * 16 + 16 * 16 * 9 * 16 * 12 + 32 * 32 * 9 * 12 * 3
@@ -53,11 +53,12 @@ def project_loop(images_u8: np.ndarray, count: int, batch_size: int, precision: 
     optimizer = make_optimizer("adam", model, 2e-3)
     images = images_on_device(images_u8, device)
     order = np.random.default_rng(0).permutation(count)
+    task = ReconstructionTask(FIRST_MODEL, "bce")
     for x in batches(images, order[: 2 * batch_size], batch_size, device):  # warm-up: kernel selection
-        train_step(model, optimizer, x, "bce", dtype)
+        train_step(task, model, optimizer, x, dtype)
     start = time.perf_counter()
     for x in batches(images, order, batch_size, device):
-        train_step(model, optimizer, x, "bce", dtype)
+        train_step(task, model, optimizer, x, dtype)
     return count / (time.perf_counter() - start)
 
 

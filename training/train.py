@@ -120,16 +120,16 @@ def batches(images_nhwc: torch.Tensor, indices: np.ndarray, batch_size: int, dev
 
 
 @torch.no_grad()
-def evaluate(model: ConvAutoencoder, images: torch.Tensor, indices: np.ndarray, batch_size: int, device: torch.device) -> dict:
-    """Mean BCE, MSE, per-image PSNR and SSIM over `indices`, in fp32."""
+def evaluate(task, model: torch.nn.Module, images: torch.Tensor, indices: np.ndarray, batch_size: int, device: torch.device) -> dict:
+    """The task's metrics, each a mean over the images `indices`, in fp32."""
     was_training = model.training
     model.eval()
-    sums = dict.fromkeys(METRIC_NAMES, 0.0)
+    sums: dict[str, float] = {}
     for x in batches(images, indices, batch_size, device):
-        for k, v in batch_sums(model.decode_logits(model.encode(x)), x).items():
-            sums[k] += v
+        for k, v in task.batch_sums(model, x).items():
+            sums[k] = sums.get(k, 0.0) + v
     model.train(was_training)
-    return {k: v / max(1, len(indices)) for k, v in sums.items()}
+    return task.finish({k: v / max(1, len(indices)) for k, v in sums.items()})
 
 
 def reconstruction_loss(logits: torch.Tensor, target: torch.Tensor, kind: str) -> torch.Tensor:
@@ -139,11 +139,55 @@ def reconstruction_loss(logits: torch.Tensor, target: torch.Tensor, kind: str) -
     return F.mse_loss(torch.sigmoid(logits), target)
 
 
-def train_step(model: ConvAutoencoder, optimizer: torch.optim.Optimizer, x: torch.Tensor, loss_kind: str, dtype: torch.dtype) -> torch.Tensor:
-    """One optimizer step on batch x (the target is the input); autocast to `dtype` unless fp32."""
-    with torch.autocast(x.device.type, dtype=dtype, enabled=dtype != torch.float32):
-        logits = model.decode_logits(model.encode(x))
-    loss = reconstruction_loss(logits, x, loss_kind)
+def autocast(device: torch.device, dtype: torch.dtype):
+    return torch.autocast(device.type, dtype=dtype, enabled=dtype != torch.float32)
+
+
+class ReconstructionTask:
+    """What `train` needs to know about a kind of model: here an autoencoder that reconstructs its input.
+
+    The other kind is training.colorize.ColorizationTask; both give a name, build the model, compute the
+    loss of a batch and each metric's per-image sums.
+    """
+
+    kind = "reconstruction"
+    metric_names = METRIC_NAMES
+
+    def __init__(self, model_config: AutoencoderConfig, loss: str):
+        self.config, self.loss_kind, self.name = model_config, loss, model_config.name
+
+    def select(self, images: np.ndarray, split: Split) -> Split:
+        return split
+
+    def build(self, images: np.ndarray, train_indices: np.ndarray) -> ConvAutoencoder:
+        return ConvAutoencoder(self.config)
+
+    def loss(self, model: ConvAutoencoder, x: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+        with autocast(x.device, dtype):
+            logits = model.decode_logits(model.encode(x))
+        return reconstruction_loss(logits, x, self.loss_kind)
+
+    def batch_sums(self, model: ConvAutoencoder, x: torch.Tensor) -> dict[str, float]:
+        return batch_sums(model.decode_logits(model.encode(x)), x)
+
+    def finish(self, means: dict[str, float]) -> dict[str, float]:
+        return means
+
+    def summary(self, model: ConvAutoencoder) -> dict:
+        return {"latent_size": self.config.latent_size(), "parameters": model.num_parameters()}
+
+
+def make_task(model_config, config: TrainConfig):
+    if isinstance(model_config, AutoencoderConfig):
+        return ReconstructionTask(model_config, config.loss)
+    from training.colorize import ColorizationTask
+
+    return ColorizationTask(model_config)
+
+
+def train_step(task, model: torch.nn.Module, optimizer: torch.optim.Optimizer, x: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """One optimizer step on the RGB batch x; the model runs under autocast to `dtype` unless fp32."""
+    loss = task.loss(model, x, dtype)
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
     optimizer.step()
@@ -161,7 +205,7 @@ def _atomic_write(path: Path, write) -> None:
     os.replace(tmp, path)
 
 
-def _write_outputs(out: Path, state: RunState, name: str, plot: bool) -> None:
+def _write_outputs(out: Path, state: RunState, task, plot: bool) -> None:
     if state.history:
         def write_csv(p):
             with open(p, "w", newline="") as f:
@@ -170,7 +214,7 @@ def _write_outputs(out: Path, state: RunState, name: str, plot: bool) -> None:
                 w.writerows(state.history)
         _atomic_write(out / "metrics.csv", write_csv)
         if plot:
-            plot_loss_curve(state.history, out / "loss_curve.png", title=name)
+            plot_loss_curve(state.history, out / "loss_curve.png", title=task.name, metrics=task.metric_names)
 
     def write_steps(p):
         with open(p, "w", newline="") as f:
@@ -179,19 +223,19 @@ def _write_outputs(out: Path, state: RunState, name: str, plot: bool) -> None:
     _atomic_write(out / "steps.csv", write_steps)
 
 
-def plot_loss_curve(history: list[dict], path: Path, title: str = "") -> None:
+def plot_loss_curve(history: list[dict], path: Path, title: str = "", metrics=METRIC_NAMES) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     epochs = [h["epoch"] for h in history]
-    fig, axes = plt.subplots(1, 4, figsize=(14, 3.2))
-    for ax, metric in zip(axes, METRIC_NAMES):
+    fig, axes = plt.subplots(1, len(metrics), figsize=(3.5 * len(metrics), 3.2))
+    for ax, metric in zip(axes, metrics):
         ax.plot(epochs, [h[f"train_{metric}"] for h in history], "o-", label="train")
         ax.plot(epochs, [h[f"val_{metric}"] for h in history], "s-", label="validation")
         ax.set_xlabel("epoch")
-        ax.set_title(metric.upper())
+        ax.set_title(metric.replace("_", " "))
         ax.grid(alpha=0.3)
     axes[0].legend()
     fig.suptitle(title)
@@ -205,14 +249,18 @@ def load_checkpoint(path: Path, map_location="cpu") -> dict:
     return torch.load(path, map_location=map_location, weights_only=False)
 
 
-def model_from_checkpoint(ckpt: dict) -> ConvAutoencoder:
+def model_from_checkpoint(ckpt: dict) -> torch.nn.Module:
+    if ckpt.get("task") == "colorization":
+        from training.colorize import colorizer_from_checkpoint
+
+        return colorizer_from_checkpoint(ckpt)
     model = ConvAutoencoder(AutoencoderConfig(**ckpt["model_config"]))
     model.load_state_dict(ckpt["model"])
     return model.eval()
 
 
 def train(
-    model_config: AutoencoderConfig = FIRST_MODEL,
+    model_config=FIRST_MODEL,
     config: TrainConfig = TrainConfig(),
     out: str | os.PathLike = "runs/first",
     data: ImageArray | None = None,
@@ -220,6 +268,7 @@ def train(
 ) -> dict:
     """Train (or resume) one run in `out`; returns its result (test metrics and facts about the run).
 
+    `model_config` is an AutoencoderConfig (reconstruction) or a ColorizerConfig (colorization).
     `data` lets a caller that trains many models (the sweep) decode the images once.
     """
     out = Path(out)
@@ -227,25 +276,26 @@ def train(
     device = resolve_device(config.device)
     dtype = resolve_precision(config.precision, device)
     data = data if data is not None else load_images(config.data)
-    split = split_indices(len(data), seed=config.split_seed, fraction=config.fraction)
+    task = make_task(model_config, config)
+    split = task.select(data.images, split_indices(len(data), seed=config.split_seed, fraction=config.fraction))
     # A fixed sample of training images, as many as the validation split, for the train-side metrics.
     train_probe = split.train[: len(split.val)]
 
     torch.manual_seed(config.seed)
-    model = ConvAutoencoder(model_config).to(device).to(memory_format=torch.channels_last)
+    model = task.build(data.images, split.train).to(device).to(memory_format=torch.channels_last)
     optimizer = make_optimizer(config.optimizer, model, config.lr)
     state = RunState()
     ckpt_path = out / CHECKPOINT
     if ckpt_path.exists():
         ckpt = load_checkpoint(ckpt_path, map_location=device)
-        _check_resumable(ckpt, model_config, config, ckpt_path)
+        _check_resumable(ckpt, task, config, ckpt_path)
         model.load_state_dict(ckpt["model"])
         optimizer.load_state_dict(ckpt["optimizer"])
         state = RunState(**ckpt["state"])
         if state.epoch >= config.epochs and state.test is not None:
-            return _result(model_config, config, state, split, data, model)
+            return _result(task, config, state, split, data, model)
         state.test = None  # more epochs asked for than were run: test again at the end
-    _atomic_write(out / "config.json", lambda p: p.write_text(json.dumps({"model": asdict(model_config), "train": asdict(config), "name": model_config.name}, indent=2)))
+    _atomic_write(out / "config.json", lambda p: p.write_text(json.dumps({"task": task.kind, "model": asdict(model_config), "train": asdict(config), "name": task.name}, indent=2)))
 
     # The decoded uint8 images stay on the device: no host-to-device copy or collation per batch.
     images = images_on_device(data.images, device)
@@ -256,39 +306,38 @@ def train(
         # The order depends on (seed, epoch) only, so a resumed run sees the batches it would have seen.
         order = np.random.default_rng([config.seed, epoch]).permutation(split.train)
         bar = tqdm(batches(images, order, config.batch_size, device), total=steps_per_epoch, disable=not progress,
-                   desc=f"{model_config.name} epoch {epoch}/{config.epochs}", leave=False, dynamic_ncols=True)
+                   desc=f"{task.name} epoch {epoch}/{config.epochs}", leave=False, dynamic_ncols=True)
         running = 0.0
         for i, x in enumerate(bar):
-            loss = train_step(model, optimizer, x, config.loss, dtype)
+            loss = train_step(task, model, optimizer, x, dtype)
             if i % config.log_every == 0 or i == steps_per_epoch - 1:
                 value = loss.item()
                 state.steps.append(value)
                 running += value
                 bar.set_postfix(loss=f"{value:.4f}")
         state.train_seconds += time.perf_counter() - started
-        train_metrics = evaluate(model, images, train_probe, config.eval_batch_size, device)
-        val_metrics = evaluate(model, images, split.val, config.eval_batch_size, device)
+        train_metrics = evaluate(task, model, images, train_probe, config.eval_batch_size, device)
+        val_metrics = evaluate(task, model, images, split.val, config.eval_batch_size, device)
         state.history.append({"epoch": epoch, "seconds": round(state.train_seconds, 2),
                               **{f"train_{k}": v for k, v in train_metrics.items()},
                               **{f"val_{k}": v for k, v in val_metrics.items()}})
         state.epoch = epoch
         if epoch == config.epochs:
-            state.test = evaluate(model, images, split.test, config.eval_batch_size, device)
-        _save(ckpt_path, model, optimizer, model_config, config, state, split, data)
+            state.test = evaluate(task, model, images, split.test, config.eval_batch_size, device)
+        _save(ckpt_path, model, optimizer, task, config, state, split, data)
         # Drawing the curve costs ~0.5 s, as much as a sweep trial's epoch: only at the end or for slow epochs.
         slow = state.history[-1]["seconds"] - (state.history[-2]["seconds"] if len(state.history) > 1 else 0) > 30
-        _write_outputs(out, state, model_config.name, plot=epoch == config.epochs or slow)
+        _write_outputs(out, state, task, plot=epoch == config.epochs or slow)
         if progress:
-            tqdm.write(f"{model_config.name} epoch {epoch}: val bce {val_metrics['bce']:.4f} mse {val_metrics['mse']:.5f} "
-                       f"psnr {val_metrics['psnr']:.2f} ssim {val_metrics['ssim']:.4f}")
-    result = _result(model_config, config, state, split, data, model)
+            tqdm.write(f"{task.name} epoch {epoch}: validation " + " ".join(f"{k} {v:.4g}" for k, v in val_metrics.items()))
+    result = _result(task, config, state, split, data, model)
     _atomic_write(out / "result.json", lambda p: p.write_text(json.dumps(result, indent=2)))
     return result
 
 
-def _check_resumable(ckpt: dict, model_config: AutoencoderConfig, config: TrainConfig, path: Path) -> None:
-    if ckpt["model_config"] != asdict(model_config):
-        raise ValueError(f"{path} holds a different model ({AutoencoderConfig(**ckpt['model_config']).name}); use another output folder")
+def _check_resumable(ckpt: dict, task, config: TrainConfig, path: Path) -> None:
+    if ckpt.get("task", "reconstruction") != task.kind or ckpt["model_config"] != asdict(task.config):
+        raise ValueError(f"{path} holds a different model ({ckpt['name']}); use another output folder")
     saved = ckpt["train_config"]
     changed = sorted(k for k, v in asdict(config).items() if k not in RESUMABLE_CHANGES and saved.get(k) != v)
     if changed:
@@ -301,13 +350,14 @@ def _data_facts(data: ImageArray, split: Split) -> dict:
             "sizes": {"train": len(split.train), "val": len(split.val), "test": len(split.test)}}
 
 
-def _save(path, model, optimizer, model_config, config, state, split, data) -> None:
+def _save(path, model, optimizer, task, config, state, split, data) -> None:
     ckpt = {
+        "task": task.kind,
         "model": model.state_dict(),
         "optimizer": optimizer.state_dict(),
-        "model_config": asdict(model_config),
+        "model_config": asdict(task.config),
         "train_config": asdict(config),
-        "name": model_config.name,
+        "name": task.name,
         "state": asdict(state),
         "data": _data_facts(data, split),
         "torch_version": torch.__version__,
@@ -315,13 +365,13 @@ def _save(path, model, optimizer, model_config, config, state, split, data) -> N
     _atomic_write(path, lambda p: torch.save(ckpt, p))
 
 
-def _result(model_config, config, state: RunState, split, data, model) -> dict:
+def _result(task, config, state: RunState, split, data, model) -> dict:
     return {
-        "name": model_config.name,
-        "model": asdict(model_config),
+        "name": task.name,
+        "task": task.kind,
+        "model": asdict(task.config),
         "train": asdict(config),
-        "latent_size": model_config.latent_size(),
-        "parameters": model.num_parameters(),
+        **task.summary(model),
         "epochs": state.epoch,
         "train_seconds": round(state.train_seconds, 2),
         "images_per_second": round(state.epoch * len(split.train) / max(state.train_seconds, 1e-9), 1),

@@ -12,7 +12,7 @@ import torch
 from training import train as train_module
 from training.data import load_images, split_indices
 from training.model import FIRST_MODEL, AutoencoderConfig
-from training.train import CHECKPOINT, TrainConfig, evaluate, images_on_device, load_checkpoint, model_from_checkpoint, train
+from training.train import CHECKPOINT, ReconstructionTask, TrainConfig, evaluate, images_on_device, load_checkpoint, model_from_checkpoint, train
 
 SMALL = TrainConfig(data="fake:200", epochs=2, batch_size=32, precision="fp32")
 TINY_MODEL = AutoencoderConfig(channel_factor=1, compression=4, fewer_layers=True)
@@ -33,7 +33,7 @@ def test_a_run_folder_describes_itself(tmp_path):
     assert ckpt["name"] == FIRST_MODEL.name and ckpt["data"]["split_seed"] == 0 and ckpt["data"]["sizes"]["test"] == 20
     model = model_from_checkpoint(ckpt)
     data = load_images("fake:200")
-    test = evaluate(model, images_on_device(data.images, torch.device("cpu")), split_indices(200).test, 1000, torch.device("cpu"))
+    test = evaluate(ReconstructionTask(FIRST_MODEL, "bce"), model, images_on_device(data.images, torch.device("cpu")), split_indices(200).test, 1000, torch.device("cpu"))
     assert test == pytest.approx(ckpt["state"]["test"], rel=1e-5)
 
 
@@ -54,8 +54,8 @@ def test_resume_after_a_crash_gives_the_uninterrupted_result(tmp_path, monkeypat
     # Crash right after epoch 2's checkpoint is written.
     real_write = train_module._write_outputs
 
-    def crash_after_epoch_2(out, state, name, plot):
-        real_write(out, state, name, plot)
+    def crash_after_epoch_2(out, state, task, plot):
+        real_write(out, state, task, plot)
         if state.epoch == 2:
             raise Killed
 
