@@ -3,6 +3,7 @@
     cae train      train one autoencoder (the study's first model by default)
     cae sweep      the study's 36-model sweep, resumable, with its table and figures
     cae lr-scan    the first model at several learning rates (the study's Fig. 1)
+    cae train-colorizer   train a colorizer (the study's section III)
     cae figures    redraw a finished sweep's figures
     cae download   fetch the official CIFAR-10 archive (md5-verified, resumable)
 """
@@ -116,6 +117,20 @@ def cmd_lr_scan(args) -> int:
     return 0
 
 
+def cmd_train_colorizer(args) -> int:
+    from training.colorize import ColorizerConfig
+    from training.train import train
+
+    model_config = ColorizerConfig(encoding=args.encoding, arch=args.arch, loss=args.color_loss, width=args.width,
+                                   cae=args.cae, temperature=args.temperature)
+    config = _train_config(args)
+    out = args.out or f"runs/{model_config.name}"
+    print(f"training {model_config.name} on {config.data} (colour images only) -> {out}")
+    result = train(model_config, config, out=out, progress=not args.quiet)
+    print(json.dumps({"name": result["name"], "test": result["test"], "images_per_second": result["images_per_second"]}, indent=2))
+    return 0
+
+
 def cmd_figures(args) -> int:
     from training.figures import sweep_figures
     from training.sweep import read_results
@@ -162,6 +177,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--lrs", type=float, nargs="+", default=[1e-4, 3e-4, 1e-3, 3e-3, 1e-2], help="learning rates")
     p.add_argument("--out", default="results/lr_scan", help="folder (default results/lr_scan)")
     p.set_defaults(func=cmd_lr_scan)
+
+    p = sub.add_parser("train-colorizer", help="train a colorizer (gray in, colour out)",
+                       description="Train a colorizer on the colour images of the split; rerun to resume.")
+    g = p.add_argument_group("colorizer")
+    g.add_argument("--encoding", default="lab", choices=["ycbcr", "ycbcr_centred", "ratio", "difference", "rgb", "lab"],
+                   help="colour encoding (default lab)")
+    g.add_argument("--arch", default="unet", choices=["unet", "cae"], help="network (default unet)")
+    g.add_argument("--color-loss", default="classification", choices=["classification", "l2"],
+                   help="classification over ab bins (lab only) or l2 regression (default classification)")
+    g.add_argument("--width", type=int, default=32, help="U-Net channels at full resolution (default 32)")
+    g.add_argument("--cae", default="cae_l5_ch4_k3_s1", help="autoencoder configuration for --arch cae (default: the sweep's best)")
+    g.add_argument("--temperature", type=float, default=0.38, help="annealed-mean temperature (default 0.38)")
+    _add_data_args(p, fraction=1.0, epochs=10, batch_size=64, lr=1e-3)
+    p.add_argument("--out", default=None, help="run folder (default runs/<colorizer name>)")
+    p.set_defaults(func=cmd_train_colorizer)
 
     p = sub.add_parser("figures", help="redraw a sweep's figures")
     p.add_argument("--sweep", default="results/sweep", help="sweep folder (default results/sweep)")

@@ -50,3 +50,10 @@ def test_console_script_reports_errors_without_traceback(tmp_path):
     proc = subprocess.run([sys.executable, "-m", "training.cli", "train", "--data", str(missing)], capture_output=True, text=True)
     assert proc.returncode == 2
     assert f"{missing}: no such file or folder" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_train_colorizer_dry_run(tmp_path, capsys):
+    assert main(["train-colorizer", "--dry-run", "--quiet", "--width", "8", "--out", str(tmp_path)]) == 0
+    assert '"name": "color_lab_unet8_classification"' in capsys.readouterr().out
+    assert main(["train-colorizer", "--dry-run", "--quiet", "--encoding", "ratio", "--out", str(tmp_path / "r")]) == 2
+    assert "use encoding lab" in capsys.readouterr().err

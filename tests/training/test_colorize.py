@@ -1,0 +1,88 @@
+import numpy as np
+import pytest
+import torch
+
+from tests.conftest import random_images
+from training.color import ENCODINGS
+from training.colorize import ABBins, ColorizationTask, ColorizerConfig, UNet, colour_indices, grayscale_baseline
+from training.data import split_indices
+from training.train import CHECKPOINT, TrainConfig, load_checkpoint, model_from_checkpoint, train
+
+QUICK = TrainConfig(data="fake:160", epochs=1, batch_size=32, precision="fp32")
+
+
+def test_unet_keeps_the_size():
+    net = UNet(1, 5, width=8)
+    assert net(torch.rand(2, 1, 32, 32)).shape == (2, 5, 32, 32)
+    assert net(torch.rand(1, 1, 48, 64)).shape == (1, 5, 48, 64)
+
+
+def test_bins_rebalance_towards_rare_colours_and_decode():
+    rng = torch.Generator().manual_seed(0)
+    common = torch.randn(9000, 2, generator=rng) * 3  # near-gray
+    rare = torch.randn(1000, 2, generator=rng) * 3 + torch.tensor([60.0, 40.0])  # saturated
+    bins = ABBins.fit(torch.cat([common, rare]), bin_size=10, rebalance=0.5, temperature=0.38)
+    near_gray = bins.nearest(torch.zeros(1, 2, 1, 1)).item()
+    saturated = bins.nearest(torch.tensor([60.0, 40.0]).view(1, 2, 1, 1)).item()
+    assert bins.weights[saturated] > bins.weights[near_gray]
+    assert torch.equal(bins.centres[saturated], torch.tensor([60.0, 40.0]))
+    # A confident logit on one bin decodes to that bin's centre.
+    logits = torch.full((1, bins.count, 1, 1), -20.0)
+    logits[0, saturated] = 20
+    assert torch.allclose(bins.annealed_mean(logits)[0, :, 0, 0], torch.tensor([60.0, 40.0]), atol=1e-3)
+
+
+def test_annealed_mean_sits_between_mean_and_mode():
+    centres = torch.tensor([[0.0, 0.0], [50.0, 0.0]])
+    logits = torch.log(torch.tensor([0.6, 0.4])).view(1, 2, 1, 1)
+    mean = ABBins(centres, torch.ones(2), temperature=1.0, bin_size=10).annealed_mean(logits)[0, 0].item()
+    annealed = ABBins(centres, torch.ones(2), temperature=0.38, bin_size=10).annealed_mean(logits)[0, 0].item()
+    assert mean == pytest.approx(20.0, abs=1e-4)
+    assert 0 < annealed < mean  # pulled towards the mode (bin 0)
+
+
+@pytest.mark.parametrize("encoding", sorted(ENCODINGS))
+def test_a_smoke_run_per_encoding(tmp_path, encoding):
+    config = ColorizerConfig(encoding=encoding, arch="cae", loss="l2", cae="cae_l3_ch1_k3_s2")
+    result = train(config, QUICK, out=tmp_path, progress=False)
+    assert set(result["test"]) == {"loss", "psnr", "ssim", "colourfulness", "colourfulness_ratio"}
+    assert all(np.isfinite(v) for v in result["test"].values())
+    model = model_from_checkpoint(load_checkpoint(tmp_path / CHECKPOINT))
+    assert model(torch.rand(2, 1, 32, 32)).shape == (2, 3, 32, 32)
+
+
+@pytest.mark.parametrize("loss", ["classification", "l2"])
+def test_unet_runs_resume_and_rebuild_from_the_checkpoint(tmp_path, loss):
+    config = ColorizerConfig(width=8, loss=loss)
+    train(config, QUICK, out=tmp_path, progress=False)
+    result = train(config, TrainConfig(**{**QUICK.__dict__, "epochs": 2}), out=tmp_path, progress=False)
+    assert result["epochs"] == 2 and (result["bins"] > 10) == (loss == "classification")
+    model = model_from_checkpoint(load_checkpoint(tmp_path / CHECKPOINT))
+    rgb = model(torch.rand(3, 1, 32, 32))
+    assert rgb.shape == (3, 3, 32, 32) and 0 <= rgb.min() and rgb.max() <= 1
+
+
+def test_grayscale_images_are_left_out_of_training_and_scoring():
+    images = random_images(100)
+    images[:10] = images[:10, :1]  # ten gray images
+    split = ColorizationTask(ColorizerConfig()).select(images, split_indices(100))
+    kept = np.concatenate([split.train, split.val, split.test])
+    assert len(kept) == 90 and not (kept < 10).any()
+    assert np.array_equal(colour_indices(images, np.arange(20)), np.arange(10, 20))
+
+
+def test_grayscale_baseline_is_colourless():
+    images = random_images(8)
+    base = grayscale_baseline(images, np.arange(8))
+    assert base["colourfulness_ratio"] == pytest.approx(0, abs=1e-4)
+    assert 0 < base["psnr"] < 40
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    (dict(encoding="ycbcr", loss="classification"), "use encoding lab"),
+    (dict(arch="vit"), "arch"), (dict(loss="l1"), "loss"), (dict(encoding="hsv"), "encoding"),
+    (dict(arch="cae", cae="nope"), "not a model name"),
+])
+def test_invalid_colorizer_configs(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        ColorizerConfig(**kwargs)

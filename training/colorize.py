@@ -1,0 +1,246 @@
+"""Colorization: predict colour from a gray channel, trained with the same loop as the autoencoders.
+
+Two networks and two losses:
+
+- arch `cae`:  the study's setting, its best autoencoder (a sweep configuration) with 1 input channel;
+- arch `unet`: a small U-Net; skip connections carry the gray image's detail around the bottleneck, so
+               the network only has to add colour;
+- loss `l2`:   regression of the encoding's colour targets (the study's choice). It predicts the mean of
+               the plausible colours, which for most objects is a gray-brown: the sepia look;
+- loss `classification` (Lab only): Zhang, Isola & Efros (2016). ab is quantised into bins of 10; each
+  pixel's true bin is a class; the cross-entropy is weighted against the frequency of the bins in the
+  training data (rare, saturated colours weigh more) and decoded with the annealed mean (softmax at
+  temperature 0.38, then the expected ab), which keeps colours vivid without the noise of the mode.
+
+`Colorizer.forward(gray) -> rgb` does everything, decoding included, so export gets one graph.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torchmetrics.functional.image import structural_similarity_index_measure
+
+from training.color import colourfulness, get_encoding, is_grayscale
+from training.data import Split
+from training.metrics import per_image_psnr
+from training.model import ConvAutoencoder, config_from_name
+
+AB_RANGE = 110  # |a|, |b| of sRGB colours stay within about 110 (the grid of Zhang et al.)
+METRICS = ("loss", "psnr", "ssim", "colourfulness_ratio")
+
+
+@dataclass(frozen=True)
+class ColorizerConfig:
+    encoding: str = "lab"  # ycbcr | ycbcr_centred | ratio | difference | rgb | lab
+    arch: str = "unet"  # unet | cae
+    loss: str = "classification"  # classification (lab only) | l2
+    width: int = 32  # U-Net channels at full resolution (x2, x4 below)
+    cae: str = "cae_l5_ch4_k3_s1"  # for arch cae: the sweep's best configuration
+    bin_size: int = 10  # ab units per quantisation bin
+    temperature: float = 0.38  # annealed mean; 1 = the mean, -> 0 = the mode
+    rebalance: float = 0.5  # lambda: mix of the smoothed empirical bin distribution and uniform
+
+    def __post_init__(self):
+        get_encoding(self.encoding)
+        if self.arch not in ("unet", "cae"):
+            raise ValueError(f"arch must be unet or cae, got {self.arch!r}")
+        if self.loss not in ("l2", "classification"):
+            raise ValueError(f"loss must be l2 or classification, got {self.loss!r}")
+        if self.loss == "classification" and self.encoding != "lab":
+            raise ValueError("the classification loss quantises Lab's ab plane: use encoding lab")
+        if self.arch == "cae":
+            config_from_name(self.cae)
+
+    @property
+    def name(self) -> str:
+        arch = f"unet{self.width}" if self.arch == "unet" else self.cae
+        return f"color_{self.encoding}_{arch}_{self.loss}"
+
+
+def _block(cin: int, cout: int) -> nn.Sequential:
+    return nn.Sequential(nn.Conv2d(cin, cout, 3, padding=1), nn.BatchNorm2d(cout), nn.ReLU(inplace=True),
+                         nn.Conv2d(cout, cout, 3, padding=1), nn.BatchNorm2d(cout), nn.ReLU(inplace=True))
+
+
+class UNet(nn.Module):
+    """(B, cin, H, W) -> (B, cout, H, W); H and W multiples of 4."""
+
+    def __init__(self, cin: int, cout: int, width: int = 32):
+        super().__init__()
+        w = width
+        self.enc1, self.enc2, self.enc3 = _block(cin, w), _block(w, 2 * w), _block(2 * w, 4 * w)
+        self.dec2, self.dec1 = _block(4 * w + 2 * w, 2 * w), _block(2 * w + w, w)
+        self.head = nn.Conv2d(w, cout, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        e1 = self.enc1(x)  # (B, w, H, W)
+        e2 = self.enc2(F.max_pool2d(e1, 2))  # (B, 2w, H/2, W/2)
+        e3 = self.enc3(F.max_pool2d(e2, 2))  # (B, 4w, H/4, W/4)
+        d2 = self.dec2(torch.cat([F.interpolate(e3, scale_factor=2.0, mode="nearest"), e2], 1))
+        d1 = self.dec1(torch.cat([F.interpolate(d2, scale_factor=2.0, mode="nearest"), e1], 1))
+        return self.head(d1)
+
+
+class ABBins(nn.Module):
+    """The quantised ab plane: bin centres (Q, 2) in ab units and their rebalancing weights (Q,)."""
+
+    def __init__(self, centres: torch.Tensor, weights: torch.Tensor, temperature: float, bin_size: int):
+        super().__init__()
+        self.register_buffer("centres", centres.float())
+        self.register_buffer("weights", weights.float())
+        self.temperature, self.bin_size = temperature, bin_size
+        # Every cell of the ab grid -> its nearest occupied bin, so `nearest` is a lookup, not a search.
+        side = 2 * AB_RANGE // bin_size + 1
+        cells = torch.stack(torch.meshgrid(torch.arange(side), torch.arange(side), indexing="ij"), -1).view(-1, 2)
+        self.register_buffer("cell_to_bin", torch.cdist(cells.float() * bin_size - AB_RANGE, self.centres).argmin(1), persistent=False)
+        self.side = side
+
+    @classmethod
+    def fit(cls, ab: torch.Tensor, bin_size: int, rebalance: float, temperature: float, sigma: float = 5.0) -> "ABBins":
+        """From ab samples (N, 2): the bins that occur, weighted (1-l) p~ + l/Q inverted, E_p[w] = 1."""
+        side = 2 * AB_RANGE // bin_size + 1
+        grid = ((ab.clamp(-AB_RANGE, AB_RANGE) + AB_RANGE) / bin_size).round().long()  # (N, 2) cells
+        counts = torch.bincount(grid[:, 0] * side + grid[:, 1], minlength=side * side).double().view(side, side)
+        p = counts / counts.sum()
+        # Smooth the empirical distribution with a Gaussian (sigma in ab units), as Zhang et al. do.
+        r = int(3 * sigma / bin_size) + 1
+        t = torch.arange(-r, r + 1, dtype=torch.float64) * bin_size
+        g = torch.exp(-(t[:, None] ** 2 + t[None, :] ** 2) / (2 * sigma**2))
+        smooth = F.conv2d(p[None, None], (g / g.sum())[None, None], padding=r)[0, 0]
+        occupied = counts > 0
+        q = int(occupied.sum())
+        p_used, smooth_used = p[occupied], smooth[occupied] / smooth[occupied].sum()
+        weights = 1 / ((1 - rebalance) * smooth_used + rebalance / q)
+        weights = weights / (p_used * weights).sum()
+        cells = occupied.nonzero().double()
+        centres = cells * bin_size - AB_RANGE
+        return cls(centres, weights, temperature, bin_size)
+
+    @property
+    def count(self) -> int:
+        return self.centres.shape[0]
+
+    def nearest(self, ab: torch.Tensor) -> torch.Tensor:
+        """(B, 2, H, W) -> (B, H, W) index of the closest bin centre."""
+        cell = ((ab.clamp(-AB_RANGE, AB_RANGE) + AB_RANGE) / self.bin_size).round().long()  # (B, 2, H, W)
+        return self.cell_to_bin[cell[:, 0] * self.side + cell[:, 1]]
+
+    def annealed_mean(self, logits: torch.Tensor) -> torch.Tensor:
+        """(B, Q, H, W) logits -> (B, 2, H, W) ab: E[ab] under softmax(logits / T)."""
+        probs = torch.softmax(logits.float() / self.temperature, dim=1)
+        return torch.einsum("bqhw,qc->bchw", probs, self.centres)
+
+
+class Colorizer(nn.Module):
+    """gray (B, 1, H, W) in [0, 1] (the encoding's gray channel) -> RGB (B, 3, H, W) in [0, 1]."""
+
+    def __init__(self, config: ColorizerConfig, bins: ABBins | None = None):
+        super().__init__()
+        self.config = config
+        self.encoding = get_encoding(config.encoding)
+        self.bins = bins
+        outputs = bins.count if config.loss == "classification" else self.encoding.target_channels
+        if config.arch == "unet":
+            self.net = UNet(1, outputs, config.width)
+        else:
+            self.net = ConvAutoencoder(replace(config_from_name(config.cae), in_channels=1, out_channels=outputs))
+
+    def raw(self, gray: torch.Tensor) -> torch.Tensor:
+        """The network's output: target logits (l2) or bin logits (classification)."""
+        return self.net(gray) if isinstance(self.net, UNet) else self.net.decode_logits(self.net.encode(gray))
+
+    def target(self, raw: torch.Tensor) -> torch.Tensor:
+        """Raw output -> the encoding's colour target in [0, 1]."""
+        if self.bins is None:
+            return torch.sigmoid(raw.float())
+        return (self.bins.annealed_mean(raw) + 128) / 256
+
+    def forward(self, gray: torch.Tensor) -> torch.Tensor:
+        return self.encoding.decode(gray, self.target(self.raw(gray)))
+
+    def num_parameters(self) -> int:
+        return sum(p.numel() for p in self.parameters())
+
+
+def colour_indices(images: np.ndarray, indices: np.ndarray) -> np.ndarray:
+    """`indices` without the grayscale images (nothing to learn or score there)."""
+    return indices[~is_grayscale(images[indices])]
+
+
+class ColorizationTask:
+    """training.train's task protocol for colorizers (see ReconstructionTask)."""
+
+    kind = "colorization"
+    metric_names = METRICS
+
+    def __init__(self, config: ColorizerConfig):
+        self.config, self.name = config, config.name
+        self.encoding = get_encoding(config.encoding)
+
+    def select(self, images: np.ndarray, split: Split) -> Split:
+        return Split(*(colour_indices(images, s) for s in (split.train, split.val, split.test)), seed=split.seed, fraction=split.fraction)
+
+    def build(self, images: np.ndarray, train_indices: np.ndarray) -> Colorizer:
+        bins = None
+        if self.config.loss == "classification":
+            # Bin statistics from (up to) 5,000 training images: plenty for a 22x22 grid.
+            sample = np.sort(train_indices[:5000])
+            rgb = torch.from_numpy(images[sample]).float() / 255
+            ab = torch.cat([self.encoding.encode(chunk)[1] for chunk in rgb.split(1000)]) * 256 - 128
+            bins = ABBins.fit(ab.permute(0, 2, 3, 1).reshape(-1, 2), self.config.bin_size, self.config.rebalance, self.config.temperature)
+        return Colorizer(self.config, bins)
+
+    def loss(self, model: Colorizer, x: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+        gray, target = self.encoding.encode(x)  # fp32: colour conversions stay out of autocast
+        with torch.autocast(x.device.type, dtype=dtype, enabled=dtype != torch.float32):
+            raw = model.raw(gray)
+        if model.bins is None:
+            return F.mse_loss(torch.sigmoid(raw.float()), target)
+        classes = model.bins.nearest(target * 256 - 128)
+        ce = F.cross_entropy(raw.float(), classes, reduction="none")
+        return (ce * model.bins.weights[classes]).mean()
+
+    def batch_sums(self, model: Colorizer, x: torch.Tensor) -> dict[str, float]:
+        n = x.shape[0]
+        gray, _ = self.encoding.encode(x)
+        rgb = model(gray).float()
+        loss = self.loss(model, x, torch.float32).item() * n
+        ssim = structural_similarity_index_measure(rgb, x, data_range=1.0, reduction="none")
+        return {"loss": loss, "psnr": per_image_psnr(rgb, x).sum().item(), "ssim": ssim.sum().item(),
+                "colourfulness": colourfulness(rgb).sum().item(), "true_colourfulness": colourfulness(x).sum().item()}
+
+    def finish(self, means: dict[str, float]) -> dict[str, float]:
+        true = means.pop("true_colourfulness")
+        means["colourfulness_ratio"] = means["colourfulness"] / max(true, 1e-9)
+        return means
+
+    def summary(self, model: Colorizer) -> dict:
+        return {"parameters": model.num_parameters(), "bins": model.bins.count if model.bins is not None else 0}
+
+
+def colorizer_from_checkpoint(ckpt: dict) -> Colorizer:
+    config = ColorizerConfig(**ckpt["model_config"])
+    bins = None
+    if config.loss == "classification":
+        state = ckpt["model"]
+        bins = ABBins(state["bins.centres"], state["bins.weights"], config.temperature, config.bin_size)
+    model = Colorizer(config, bins)
+    model.load_state_dict(ckpt["model"])
+    return model.eval()
+
+
+@torch.no_grad()
+def grayscale_baseline(images: np.ndarray, indices: np.ndarray) -> dict:
+    """The trivial colorizer: output the luma image unchanged, on the same images and metrics."""
+    from training.color import luma
+
+    x = torch.from_numpy(images[indices]).float() / 255
+    y = luma(x).expand(-1, 3, -1, -1)
+    ssim = structural_similarity_index_measure(y.contiguous(), x, data_range=1.0, reduction="none")
+    return {"psnr": per_image_psnr(y, x).mean().item(), "ssim": ssim.mean().item(),
+            "colourfulness_ratio": (colourfulness(y).mean() / colourfulness(x).mean()).item()}
