@@ -292,9 +292,12 @@ def train(
         model.load_state_dict(ckpt["model"])
         optimizer.load_state_dict(ckpt["optimizer"])
         state = RunState(**ckpt["state"])
-        if state.epoch >= config.epochs and state.test is not None:
+        if state.epoch > config.epochs:
+            raise ValueError(f"{ckpt_path} has already trained {state.epoch} epochs, more than the {config.epochs} asked for")
+        if state.epoch == config.epochs and state.test is not None:
             return _result(task, config, state, split, data, model)
-        state.test = None  # more epochs asked for than were run: test again at the end
+        if state.epoch < config.epochs:
+            state.test = None  # more epochs asked for than were run: test again at the end
     _atomic_write(out / "config.json", lambda p: p.write_text(json.dumps({"task": task.kind, "model": asdict(model_config), "train": asdict(config), "name": task.name}, indent=2)))
 
     # The decoded uint8 images stay on the device: no host-to-device copy or collation per batch.
@@ -330,6 +333,10 @@ def train(
         _write_outputs(out, state, task, plot=epoch == config.epochs or slow)
         if progress:
             tqdm.write(f"{task.name} epoch {epoch}: validation " + " ".join(f"{k} {v:.4g}" for k, v in val_metrics.items()))
+    if state.test is None:  # a run stopped early, now asked for exactly the epochs it has
+        state.test = evaluate(task, model, images, split.test, config.eval_batch_size, device)
+        _save(ckpt_path, model, optimizer, task, config, state, split, data)
+        _write_outputs(out, state, task, plot=True)
     result = _result(task, config, state, split, data, model)
     _atomic_write(out / "result.json", lambda p: p.write_text(json.dumps(result, indent=2)))
     return result

@@ -133,3 +133,21 @@ def test_sigkill_mid_run_loses_no_finished_epoch(tmp_path):
     assert rerun.returncode == 0, rerun.stderr
     state = load_checkpoint(out / CHECKPOINT)["state"]
     assert [h["epoch"] for h in state["history"]] == [1, 2, 3, 4] and state["test"] is not None
+
+
+def test_fewer_epochs_than_trained_is_refused_and_exactly_as_many_finishes(tmp_path, monkeypatch):
+    real_write = train_module._write_outputs
+
+    def stop_after_epoch_2(out, state, task, plot):
+        real_write(out, state, task, plot)
+        if state.epoch == 2:
+            raise Killed
+
+    monkeypatch.setattr(train_module, "_write_outputs", stop_after_epoch_2)
+    with pytest.raises(Killed):
+        train(TINY_MODEL, TrainConfig(**{**SMALL.__dict__, "epochs": 4}), out=tmp_path, progress=False)
+    monkeypatch.setattr(train_module, "_write_outputs", real_write)
+    with pytest.raises(ValueError, match="already trained 2 epochs, more than the 1"):
+        train(TINY_MODEL, TrainConfig(**{**SMALL.__dict__, "epochs": 1}), out=tmp_path, progress=False)
+    result = train(TINY_MODEL, SMALL, out=tmp_path, progress=False)  # SMALL has 2 epochs: test it now
+    assert result["epochs"] == 2 and result["test"] is not None and (tmp_path / "result.json").exists()
