@@ -4,6 +4,7 @@
     cae sweep      the study's 36-model sweep, resumable, with its table and figures
     cae lr-scan    the first model at several learning rates (the study's Fig. 1)
     cae train-colorizer   train a colorizer (the study's section III)
+    cae color-report      score colorizers against the grayscale baseline; the study's Fig. 4-6
     cae figures    redraw a finished sweep's figures
     cae download   fetch the official CIFAR-10 archive (md5-verified, resumable)
 """
@@ -131,6 +132,15 @@ def cmd_train_colorizer(args) -> int:
     return 0
 
 
+def cmd_color_report(args) -> int:
+    from training.color_report import report
+
+    runs = sorted(p.parent for folder in args.runs for p in Path(folder).glob("**/checkpoint.pt"))
+    report(runs, Path(args.out))
+    print(f"table: {Path(args.out) / 'results.md'}; figures in {args.out}")
+    return 0
+
+
 def cmd_figures(args) -> int:
     from training.figures import sweep_figures
     from training.sweep import read_results
@@ -192,6 +202,11 @@ def build_parser() -> argparse.ArgumentParser:
     _add_data_args(p, fraction=1.0, epochs=10, batch_size=64, lr=1e-3)
     p.add_argument("--out", default=None, help="run folder (default runs/<colorizer name>)")
     p.set_defaults(func=cmd_train_colorizer)
+
+    p = sub.add_parser("color-report", help="score colorizer runs against the grayscale baseline; Fig. 4-6")
+    p.add_argument("--runs", nargs="+", default=["runs/colorization"], help="run folders or folders of them")
+    p.add_argument("--out", default="results/colorization", help="folder for the table and figures")
+    p.set_defaults(func=cmd_color_report)
 
     p = sub.add_parser("figures", help="redraw a sweep's figures")
     p.add_argument("--sweep", default="results/sweep", help="sweep folder (default results/sweep)")

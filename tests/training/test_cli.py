@@ -57,3 +57,19 @@ def test_train_colorizer_dry_run(tmp_path, capsys):
     assert '"name": "color_lab_unet8_classification"' in capsys.readouterr().out
     assert main(["train-colorizer", "--dry-run", "--quiet", "--encoding", "ratio", "--out", str(tmp_path / "r")]) == 2
     assert "use encoding lab" in capsys.readouterr().err
+
+
+def test_color_report(tmp_path, capsys):
+    runs = tmp_path / "runs"
+    for enc in ("ycbcr", "ycbcr_centred", "difference"):
+        assert main(["train-colorizer", "--dry-run", "--quiet", "--arch", "cae", "--cae", "cae_l3_ch1_k3_s2",
+                     "--color-loss", "l2", "--encoding", enc, "--out", str(runs / f"study_{enc}")]) == 0
+    assert main(["train-colorizer", "--dry-run", "--quiet", "--width", "8", "--out", str(runs / "unet")]) == 0
+    assert main(["color-report", "--runs", str(runs), "--out", str(tmp_path / "report")]) == 0
+    table = (tmp_path / "report" / "results.md").read_text()
+    assert "grayscale baseline" in table and table.count("| study_") == 3 and "| unet |" in table
+    for fig in ("colorizations.png", "fig4_difference_encoding.png", "fig5_study_ycbcr.png", "fig5_study_ycbcr_centred.png",
+                "fig6_study_difference.png"):
+        with Image.open(tmp_path / "report" / fig) as im:
+            assert im.size[0] > 300
+    assert main(["color-report", "--runs", str(tmp_path / "empty"), "--out", str(tmp_path / "r2")]) == 2

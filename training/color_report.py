@@ -1,0 +1,151 @@
+"""The colorization table and the study's Fig. 4-6, from colorizer run folders.
+
+Every model is scored on the same images: the colour images (grayscale ones left out) of the full test
+split. Runs trained on a fraction of the data are scored there too; their training images are never
+test images, because the split is made on all images before the fraction is taken.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+from torchmetrics.functional.image import structural_similarity_index_measure  # noqa: E402
+
+from training.color import channel_mean, colourfulness, get_encoding  # noqa: E402
+from training.colorize import colour_indices, grayscale_baseline  # noqa: E402
+from training.data import load_images, split_indices  # noqa: E402
+from training.metrics import per_image_psnr  # noqa: E402
+from training.train import CHECKPOINT, load_checkpoint, model_from_checkpoint  # noqa: E402
+
+COLUMNS = ["run", "encoding", "network", "loss", "epochs", "train images", "PSNR (dB)", "SSIM", "colourfulness vs truth"]
+
+
+@torch.no_grad()
+def score(model, images: np.ndarray, indices: np.ndarray, batch_size: int = 500) -> dict:
+    psnr, ssim, colour, true_colour = [], [], [], []
+    for start in range(0, len(indices), batch_size):
+        x = torch.from_numpy(images[indices[start : start + batch_size]]).float() / 255
+        gray, _ = model.encoding.encode(x)
+        y = model(gray)
+        psnr.append(per_image_psnr(y, x))
+        ssim.append(structural_similarity_index_measure(y, x, data_range=1.0, reduction="none"))
+        colour.append(colourfulness(y))
+        true_colour.append(colourfulness(x))
+    return {"psnr": torch.cat(psnr).mean().item(), "ssim": torch.cat(ssim).mean().item(),
+            "colourfulness_ratio": (torch.cat(colour).mean() / torch.cat(true_colour).mean()).item()}
+
+
+def report(runs: list[Path], out: Path, examples: int = 6) -> list[dict]:
+    out.mkdir(parents=True, exist_ok=True)
+    loaded = []
+    for run in runs:
+        ckpt = load_checkpoint(run / CHECKPOINT)
+        if ckpt.get("task") != "colorization" or ckpt["state"]["test"] is None:
+            continue
+        loaded.append((run, ckpt, model_from_checkpoint(ckpt)))
+    if not loaded:
+        raise ValueError(f"no finished colorizer runs among {[str(r) for r in runs]}")
+    data = load_images(loaded[0][1]["train_config"]["data"])
+    split = split_indices(len(data), seed=loaded[0][1]["data"]["split_seed"])
+    test = colour_indices(data.images, split.test)
+    gray_share = 1 - len(test) / len(split.test)
+    rows = [{"run": "grayscale baseline (luma, unchanged)", "encoding": "-", "network": "-", "loss": "-", "epochs": 0,
+             "train images": 0, **grayscale_baseline(data.images, test)}]
+    for run, ckpt, model in loaded:
+        cfg = ckpt["model_config"]
+        rows.append({"run": run.name, "encoding": cfg["encoding"], "network": cfg["arch"] if cfg["arch"] == "unet" else cfg["cae"],
+                     "loss": cfg["loss"], "epochs": ckpt["state"]["epoch"], "train images": ckpt["data"]["sizes"]["train"],
+                     **score(model, data.images, test)})
+    facts = {"test_images": len(test), "grayscale_left_out": round(gray_share, 4), "data": data.source, "rows": rows}
+    (out / "results.json").write_text(json.dumps(facts, indent=2))
+    (out / "results.md").write_text(markdown(rows, len(test), gray_share))
+    models = {run.name: model for run, _, model in loaded}
+    sample = test[:examples]
+    x = torch.from_numpy(data.images[sample]).float() / 255
+    figure_colorizations(x, models, out / "colorizations.png")
+    figure_differences(x, out / "fig4_difference_encoding.png")
+    for name in ("study_ycbcr", "study_ycbcr_centred"):
+        if name in models:
+            figure_channels(x, models[name], out / f"fig5_{name}.png", ("Cb", "Cr"))
+    if "study_difference" in models:
+        figure_channels(x, models["study_difference"], out / "fig6_study_difference.png", ("R-gray", "G-gray", "B-gray"))
+    return rows
+
+
+def markdown(rows: list[dict], n: int, gray_share: float) -> str:
+    lines = [f"Scored on the {n} colour images of the test split ({gray_share:.1%} of it is grayscale and left out).", "",
+             "| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
+    for r in rows:
+        lines.append(f"| {r['run']} | {r['encoding']} | {r['network']} | {r['loss']} | {r['epochs']} | {r['train images']} | "
+                     f"{r['psnr']:.2f} | {r['ssim']:.3f} | {r['colourfulness_ratio']:.0%} |")
+    return "\n".join(lines) + "\n"
+
+
+def _show(ax, img: torch.Tensor, title: str = "", cmap=None) -> None:
+    arr = img.permute(1, 2, 0).clamp(0, 1).numpy() if img.ndim == 3 and img.shape[0] == 3 else img.squeeze().numpy()
+    ax.imshow(arr, cmap=cmap, vmin=None if cmap is None else 0, vmax=None if cmap is None else 1, interpolation="nearest")
+    ax.set_xticks([])
+    ax.set_yticks([])
+    if title:
+        ax.set_title(title, fontsize=7)
+
+
+@torch.no_grad()
+def figure_colorizations(x: torch.Tensor, models: dict, path: Path) -> None:
+    """Rows: images; columns: gray input, truth, then every model's colorization."""
+    cols = ["gray input", "truth", *models]
+    fig, axes = plt.subplots(len(x), len(cols), figsize=(1.25 * len(cols), 1.3 * len(x)))
+    for i in range(len(x)):
+        _show(axes[i, 0], get_encoding("rgb").encode(x[i : i + 1])[0][0], cols[0] if i == 0 else "", cmap="gray")
+        _show(axes[i, 1], x[i], cols[1] if i == 0 else "")
+        for j, (name, model) in enumerate(models.items(), start=2):
+            gray, _ = model.encoding.encode(x[i : i + 1])
+            _show(axes[i, j], model(gray)[0], name.replace("_", " ") if i == 0 else "")
+    fig.suptitle("Colorizations of held-out test images")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def figure_differences(x: torch.Tensor, path: Path) -> None:
+    """Like the study's Fig. 4: R, G, B; their differences from the gray mean; gray; the differences as an
+    image; and the image rebuilt from gray + differences."""
+    enc = get_encoding("difference")
+    gray, target = enc.encode(x)
+    titles = ["R", "G", "B", "R-gray", "G-gray", "B-gray", "gray", "differences", "rebuilt"]
+    fig, axes = plt.subplots(len(x), len(titles), figsize=(1.2 * len(titles), 1.25 * len(x)))
+    for i in range(len(x)):
+        panels = [x[i, 0], x[i, 1], x[i, 2], target[i, 0], target[i, 1], target[i, 2], channel_mean(x[i : i + 1])[0],
+                  target[i], enc.decode(gray[i : i + 1], target[i : i + 1])[0]]
+        for j, (p, t) in enumerate(zip(panels, titles)):
+            _show(axes[i, j], p, t if i == 0 else "", cmap=None if p.ndim == 3 and p.shape[0] == 3 else "gray")
+    fig.suptitle("Fig. 4: an image as differences from its gray mean (differences shown around mid-gray)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+@torch.no_grad()
+def figure_channels(x: torch.Tensor, model, path: Path, names: tuple[str, ...]) -> None:
+    """Like the study's Fig. 5 and 6: true colour channels, predicted ones, and the final colorization."""
+    gray, target = model.encoding.encode(x)
+    predicted = model.target(model.raw(gray))
+    if model.config.encoding == "ycbcr_centred":  # shown on the same 0..1 scale as the correct encoding
+        target, predicted = target + 0.5, predicted + 0.5
+    titles = [f"true {n}" for n in names] + [f"predicted {n}" for n in names] + ["truth", "colorization"]
+    fig, axes = plt.subplots(len(x), len(titles), figsize=(1.25 * len(titles), 1.3 * len(x)))
+    for i in range(len(x)):
+        panels = [*target[i], *predicted[i], x[i], model(gray[i : i + 1])[0]]
+        for j, (p, t) in enumerate(zip(panels, titles)):
+            _show(axes[i, j], p, t if i == 0 else "", cmap=None if p.ndim == 3 else "gray")
+    fig.suptitle(f"{model.config.encoding}: true and predicted colour channels ({model.config.name})")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
