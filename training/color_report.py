@@ -63,10 +63,12 @@ def report(runs: list[Path], out: Path, examples: int = 6) -> list[dict]:
         rows.append({"run": run.name, "encoding": cfg["encoding"], "network": cfg["arch"] if cfg["arch"] == "unet" else cfg["cae"],
                      "loss": cfg["loss"], "epochs": ckpt["state"]["epoch"], "train images": ckpt["data"]["sizes"]["train"],
                      **score(model, data.images, test)})
-    facts = {"test_images": len(test), "grayscale_left_out": round(gray_share, 4), "data": data.source, "rows": rows}
-    (out / "results.json").write_text(json.dumps(facts, indent=2))
-    (out / "results.md").write_text(markdown(rows, len(test), gray_share))
     models = {run.name: model for run, _, model in loaded}
+    evidence = diagnose(models, torch.from_numpy(data.images[test[:2000]]).float() / 255)
+    facts = {"test_images": len(test), "grayscale_left_out": round(gray_share, 4), "data": data.source, "rows": rows,
+             "diagnostics": evidence}
+    (out / "results.json").write_text(json.dumps(facts, indent=2))
+    (out / "results.md").write_text(markdown(rows, len(test), gray_share) + diagnostics_markdown(evidence))
     sample = test[:examples]
     x = torch.from_numpy(data.images[sample]).float() / 255
     figure_colorizations(x, models, out / "colorizations.png")
@@ -77,6 +79,50 @@ def report(runs: list[Path], out: Path, examples: int = 6) -> list[dict]:
     if "study_difference" in models:
         figure_channels(x, models["study_difference"], out / "fig6_study_difference.png", ("R-gray", "G-gray", "B-gray"))
     return rows
+
+
+@torch.no_grad()
+def diagnose(models: dict, x: torch.Tensor) -> dict:
+    """Numbers behind each of the study's failures, measured on test images x (B, 3, H, W)."""
+    facts = {}
+    if "study_ycbcr_centred" in models:
+        model = models["study_ycbcr_centred"]
+        gray, target = model.encoding.encode(x)
+        predicted = model.target(model.raw(gray))
+        facts["ycbcr_centred"] = {"true_chroma_below_zero": (target < 0).float().mean().item(),
+                                  "predicted_chroma_min": predicted.min().item()}
+    if "study_ratio" in models:
+        gray, target = get_encoding("ratio").encode(x)
+        dark, bright = gray.expand_as(target) < 0.1, gray.expand_as(target) > 0.5
+        facts["ratio"] = {"target_std_dark_pixels": (target * 3)[dark].std().item(),
+                          "target_std_bright_pixels": (target * 3)[bright].std().item(),
+                          "dark_pixel_share": (gray < 0.1).float().mean().item()}
+    if "study_difference" in models:
+        model = models["study_difference"]
+        gray, target = model.encoding.encode(x)
+        predicted = model.target(model.raw(gray))
+        facts["difference"] = {"true_mean_rgb_difference": ((target * 2 - 1).mean((0, 2, 3))).tolist(),
+                               "predicted_mean_rgb_difference": ((predicted * 2 - 1).mean((0, 2, 3))).tolist(),
+                               "predicted_spread_vs_true": ((predicted * 2 - 1).std() / (target * 2 - 1).std()).item()}
+    return facts
+
+
+def diagnostics_markdown(facts: dict) -> str:
+    lines = ["", "Diagnostics (2,000 test colour images):", ""]
+    if "ycbcr_centred" in facts:
+        f = facts["ycbcr_centred"]
+        lines.append(f"- ycbcr_centred: {f['true_chroma_below_zero']:.0%} of the true Cb/Cr values are negative; the sigmoid's "
+                     f"smallest prediction is {f['predicted_chroma_min']:.3f}.")
+    if "ratio" in facts:
+        f = facts["ratio"]
+        lines.append(f"- ratio: the target's spread is {f['target_std_dark_pixels']:.3f} on dark pixels (gray < 0.1, "
+                     f"{f['dark_pixel_share']:.0%} of pixels) against {f['target_std_bright_pixels']:.3f} on bright ones (gray > 0.5).")
+    if "difference" in facts:
+        f = facts["difference"]
+        fmt = lambda v: "(" + ", ".join(f"{c:+.3f}" for c in v) + ")"  # noqa: E731
+        lines.append(f"- difference: mean true (R, G, B) - gray {fmt(f['true_mean_rgb_difference'])}, mean predicted "
+                     f"{fmt(f['predicted_mean_rgb_difference'])}; predicted spread {f['predicted_spread_vs_true']:.0%} of the true spread.")
+    return "\n".join(lines) + "\n"
 
 
 def markdown(rows: list[dict], n: int, gray_share: float) -> str:

@@ -73,3 +73,4 @@ def test_color_report(tmp_path, capsys):
         with Image.open(tmp_path / "report" / fig) as im:
             assert im.size[0] > 300
     assert main(["color-report", "--runs", str(tmp_path / "empty"), "--out", str(tmp_path / "r2")]) == 2
+    assert "Diagnostics" in table and "ycbcr_centred:" in table and "difference:" in table
