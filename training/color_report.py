@@ -63,12 +63,25 @@ def report(runs: list[Path], out: Path, examples: int = 6) -> list[dict]:
         rows.append({"run": run.name, "encoding": cfg["encoding"], "network": cfg["arch"] if cfg["arch"] == "unet" else cfg["cae"],
                      "loss": cfg["loss"], "epochs": ckpt["state"]["epoch"], "train images": ckpt["data"]["sizes"]["train"],
                      **score(model, data.images, test)})
+    # Classification colorizers: choose the annealed-mean temperature on validation images by a stated
+    # rule (the best PSNR among temperatures keeping colourfulness >= 70% of the truth), then test it.
+    val = colour_indices(data.images, split.val)[:2000]
+    temperatures = {}
+    for run, ckpt, model in loaded:
+        if model.bins is not None:
+            scan = temperature_scan(model, data.images, val)
+            chosen = choose_temperature(scan)
+            temperatures[run.name] = {"scan": scan, "chosen": chosen}
+            model.bins.temperature = chosen
+            rows.append({**rows[[r["run"] for r in rows].index(run.name)], "run": f"{run.name} (T={chosen:g}, chosen on validation)",
+                         **score(model, data.images, test)})
+            model.bins.temperature = ckpt["model_config"]["temperature"]
     models = {run.name: model for run, _, model in loaded}
     evidence = diagnose(models, torch.from_numpy(data.images[test[:2000]]).float() / 255)
     facts = {"test_images": len(test), "grayscale_left_out": round(gray_share, 4), "data": data.source, "rows": rows,
-             "diagnostics": evidence}
+             "diagnostics": evidence, "temperatures": temperatures}
     (out / "results.json").write_text(json.dumps(facts, indent=2))
-    (out / "results.md").write_text(markdown(rows, len(test), gray_share) + diagnostics_markdown(evidence))
+    (out / "results.md").write_text(markdown(rows, len(test), gray_share) + diagnostics_markdown(evidence) + temperature_markdown(temperatures))
     sample = test[:examples]
     x = torch.from_numpy(data.images[sample]).float() / 255
     figure_colorizations(x, models, out / "colorizations.png")
@@ -123,6 +136,37 @@ def diagnostics_markdown(facts: dict) -> str:
         lines.append(f"- difference: mean true (R, G, B) - gray {fmt(f['true_mean_rgb_difference'])}, mean predicted "
                      f"{fmt(f['predicted_mean_rgb_difference'])}; predicted spread {f['predicted_spread_vs_true']:.0%} of the true spread.")
     return "\n".join(lines) + "\n"
+
+
+TEMPERATURES = (0.2, 0.38, 0.5, 0.7, 1.0)
+MIN_COLOURFULNESS = 0.7
+
+
+def temperature_scan(model, images: np.ndarray, indices: np.ndarray) -> list[dict]:
+    original = model.bins.temperature
+    scan = []
+    for t in TEMPERATURES:
+        model.bins.temperature = t
+        scan.append({"temperature": t, **score(model, images, indices)})
+    model.bins.temperature = original
+    return scan
+
+
+def choose_temperature(scan: list[dict]) -> float:
+    """The best PSNR among temperatures with colourfulness >= 70% of the truth, else the most colourful."""
+    vivid = [s for s in scan if s["colourfulness_ratio"] >= MIN_COLOURFULNESS]
+    if vivid:
+        return max(vivid, key=lambda s: s["psnr"])["temperature"]
+    return max(scan, key=lambda s: s["colourfulness_ratio"])["temperature"]
+
+
+def temperature_markdown(temperatures: dict) -> str:
+    lines = []
+    for name, t in temperatures.items():
+        lines += ["", f"Annealed-mean temperature for {name} (validation colour images; chosen: {t['chosen']:g}):", "",
+                  "| T | PSNR (dB) | SSIM | colourfulness vs truth |", "|---|---|---|---|"]
+        lines += [f"| {s['temperature']:g} | {s['psnr']:.2f} | {s['ssim']:.3f} | {s['colourfulness_ratio']:.0%} |" for s in t["scan"]]
+    return "\n".join(lines) + ("\n" if lines else "")
 
 
 def markdown(rows: list[dict], n: int, gray_share: float) -> str:

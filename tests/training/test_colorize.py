@@ -86,3 +86,12 @@ def test_grayscale_baseline_is_colourless():
 def test_invalid_colorizer_configs(kwargs, message):
     with pytest.raises(ValueError, match=message):
         ColorizerConfig(**kwargs)
+
+
+def test_temperature_rule():
+    from training.color_report import choose_temperature
+
+    scan = [{"temperature": 0.2, "psnr": 22.0, "colourfulness_ratio": 1.1}, {"temperature": 0.5, "psnr": 23.0, "colourfulness_ratio": 0.8},
+            {"temperature": 1.0, "psnr": 24.0, "colourfulness_ratio": 0.5}]
+    assert choose_temperature(scan) == 0.5  # best PSNR that keeps 70% of the colour
+    assert choose_temperature([{**s, "colourfulness_ratio": 0.1 * i} for i, s in enumerate(scan)]) == 1.0
