@@ -89,6 +89,7 @@ def report(runs: list[Path], out: Path, examples: int = 6) -> list[dict]:
     for name in ("study_ycbcr", "study_ycbcr_centred"):
         if name in models:
             figure_channels(x, models[name], out / f"fig5_{name}.png", ("Cb", "Cr"))
+    figure_ycbcr_mismatches(x, out / "fig5_ycbcr_mismatches.png")
     if "study_difference" in models:
         figure_channels(x, models["study_difference"], out / "fig6_study_difference.png", ("R-gray", "G-gray", "B-gray"))
     return rows
@@ -217,6 +218,39 @@ def figure_differences(x: torch.Tensor, path: Path) -> None:
         for j, (p, t) in enumerate(zip(panels, titles)):
             _show(axes[i, j], p, t if i == 0 else "", cmap=None if p.ndim == 3 and p.shape[0] == 3 else "gray")
     fig.suptitle("Fig. 4: an image as differences from its gray mean (differences shown around mid-gray)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def studio_range_inverse(y: torch.Tensor, cbcr: torch.Tensor) -> torch.Tensor:
+    """BT.601 "video levels" inverse (Y in 16..235, chroma in 16..240, as scikit-image's ycbcr2rgb expects),
+    applied by mistake to full-range values."""
+    cb, cr = cbcr[:, :1] - 128 / 255, cbcr[:, 1:] - 128 / 255
+    yy = (y - 16 / 255) * 255 / 219
+    r = yy + 1.596 * cr
+    g = yy - 0.392 * cb - 0.813 * cr
+    b = yy + 2.017 * cb
+    return torch.cat([r, g, b], 1).clamp(0, 1)
+
+
+def figure_ycbcr_mismatches(x: torch.Tensor, path: Path) -> None:
+    """What inconsistent YCbCr transforms do to the *true* chroma: no network involved."""
+    enc = get_encoding("ycbcr")
+    y, cbcr = enc.encode(x)
+    panels = {
+        "truth": x,
+        "round trip (correct)": enc.decode(y, cbcr),
+        "studio-range inverse": studio_range_inverse(y, cbcr),
+        "Cb, Cr swapped": enc.decode(y, cbcr.flip(1)),
+        "negative chroma cut": enc.decode(y, (cbcr - 0.5).clamp_min(0) + 0.5),
+    }
+    fig, axes = plt.subplots(len(x), len(panels), figsize=(1.6 * len(panels), 1.35 * len(x)))
+    for i in range(len(x)):
+        for j, (title, imgs) in enumerate(panels.items()):
+            _show(axes[i, j], imgs[i], title if i == 0 else "")
+    fig.suptitle("YCbCr transforms that disagree, applied to the true chroma\n"
+                 "(negative chroma cut: what a sigmoid can give for chroma centred on 0)", fontsize=9)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)

@@ -69,7 +69,7 @@ def test_color_report(tmp_path, capsys):
     table = (tmp_path / "report" / "results.md").read_text()
     assert "grayscale baseline" in table and table.count("| study_") == 3 and "| unet |" in table
     for fig in ("colorizations.png", "fig4_difference_encoding.png", "fig5_study_ycbcr.png", "fig5_study_ycbcr_centred.png",
-                "fig6_study_difference.png"):
+                "fig6_study_difference.png", "fig5_ycbcr_mismatches.png"):
         with Image.open(tmp_path / "report" / fig) as im:
             assert im.size[0] > 300
     assert main(["color-report", "--runs", str(tmp_path / "empty"), "--out", str(tmp_path / "r2")]) == 2
