@@ -72,15 +72,20 @@ def _model_config(args):
                              kernel_size=args.kernel_size, compression=args.compression, activation=args.activation)
 
 
-def cmd_train(args) -> int:
+def _train_and_report(args, model_config, what: str) -> int:
     from training.train import train
 
-    model_config, config = _model_config(args), _train_config(args)
+    config = _train_config(args)
     out = args.out or f"runs/{model_config.name}"
-    print(f"training {model_config.name} (latent {model_config.latent_size()}) on {config.data} -> {out}")
+    print(f"training {model_config.name} {what}on {config.data} -> {out}")
     result = train(model_config, config, out=out, progress=not args.quiet)
     print(json.dumps({"name": result["name"], "test": result["test"], "images_per_second": result["images_per_second"]}, indent=2))
     return 0
+
+
+def cmd_train(args) -> int:
+    model_config = _model_config(args)
+    return _train_and_report(args, model_config, f"(latent {model_config.latent_size()}) ")
 
 
 def cmd_sweep(args) -> int:
@@ -120,16 +125,10 @@ def cmd_lr_scan(args) -> int:
 
 def cmd_train_colorizer(args) -> int:
     from training.colorize import ColorizerConfig
-    from training.train import train
 
     model_config = ColorizerConfig(encoding=args.encoding, arch=args.arch, loss=args.color_loss, width=args.width,
                                    cae=args.cae, temperature=args.temperature)
-    config = _train_config(args)
-    out = args.out or f"runs/{model_config.name}"
-    print(f"training {model_config.name} on {config.data} (colour images only) -> {out}")
-    result = train(model_config, config, out=out, progress=not args.quiet)
-    print(json.dumps({"name": result["name"], "test": result["test"], "images_per_second": result["images_per_second"]}, indent=2))
-    return 0
+    return _train_and_report(args, model_config, "(colour images only) ")
 
 
 def cmd_color_report(args) -> int:

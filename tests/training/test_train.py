@@ -49,20 +49,24 @@ class Killed(Exception):
     pass
 
 
-def test_resume_after_a_crash_gives_the_uninterrupted_result(tmp_path, monkeypatch):
-    straight = train(FIRST_MODEL, TrainConfig(**{**SMALL.__dict__, "epochs": 3}), out=tmp_path / "straight", progress=False)
-    # Crash right after epoch 2's checkpoint is written.
+def crash_after_epoch(n, monkeypatch):
+    """Make the next train() raise right after epoch n's checkpoint and outputs are written."""
     real_write = train_module._write_outputs
 
-    def crash_after_epoch_2(out, state, task, plot):
+    def crash(out, state, task, plot):
         real_write(out, state, task, plot)
-        if state.epoch == 2:
+        if state.epoch == n:
+            monkeypatch.setattr(train_module, "_write_outputs", real_write)
             raise Killed
 
-    monkeypatch.setattr(train_module, "_write_outputs", crash_after_epoch_2)
+    monkeypatch.setattr(train_module, "_write_outputs", crash)
+
+
+def test_resume_after_a_crash_gives_the_uninterrupted_result(tmp_path, monkeypatch):
+    straight = train(FIRST_MODEL, TrainConfig(**{**SMALL.__dict__, "epochs": 3}), out=tmp_path / "straight", progress=False)
+    crash_after_epoch(2, monkeypatch)
     with pytest.raises(Killed):
         train(FIRST_MODEL, TrainConfig(**{**SMALL.__dict__, "epochs": 3}), out=tmp_path / "crashed", progress=False)
-    monkeypatch.setattr(train_module, "_write_outputs", real_write)
     assert load_checkpoint(tmp_path / "crashed" / CHECKPOINT)["state"]["epoch"] == 2
     resumed = train(FIRST_MODEL, TrainConfig(**{**SMALL.__dict__, "epochs": 3}), out=tmp_path / "crashed", progress=False)
     assert resumed["test"] == pytest.approx(straight["test"], rel=1e-6)
@@ -136,17 +140,9 @@ def test_sigkill_mid_run_loses_no_finished_epoch(tmp_path):
 
 
 def test_fewer_epochs_than_trained_is_refused_and_exactly_as_many_finishes(tmp_path, monkeypatch):
-    real_write = train_module._write_outputs
-
-    def stop_after_epoch_2(out, state, task, plot):
-        real_write(out, state, task, plot)
-        if state.epoch == 2:
-            raise Killed
-
-    monkeypatch.setattr(train_module, "_write_outputs", stop_after_epoch_2)
+    crash_after_epoch(2, monkeypatch)
     with pytest.raises(Killed):
         train(TINY_MODEL, TrainConfig(**{**SMALL.__dict__, "epochs": 4}), out=tmp_path, progress=False)
-    monkeypatch.setattr(train_module, "_write_outputs", real_write)
     with pytest.raises(ValueError, match="already trained 2 epochs, more than the 1"):
         train(TINY_MODEL, TrainConfig(**{**SMALL.__dict__, "epochs": 1}), out=tmp_path, progress=False)
     result = train(TINY_MODEL, SMALL, out=tmp_path, progress=False)  # SMALL has 2 epochs: test it now
