@@ -69,13 +69,15 @@ def report(runs: list[Path], out: Path, examples: int = 6) -> list[dict]:
     temperatures = {}
     for run, ckpt, model in loaded:
         if model.bins is not None:
-            scan = temperature_scan(model, data.images, val)
-            chosen = choose_temperature(scan)
+            scan = decoding_scan(model, data.images, val)
+            chosen = choose_decoding(scan)
             temperatures[run.name] = {"scan": scan, "chosen": chosen}
-            model.bins.temperature = chosen
-            rows.append({**rows[[r["run"] for r in rows].index(run.name)], "run": f"{run.name} (T={chosen:g}, chosen on validation)",
+            model.bins.temperature, model.bins.prior_correction = chosen["temperature"], chosen["prior_correction"]
+            rows.append({**rows[[r["run"] for r in rows].index(run.name)],
+                         "run": f"{run.name} (T={chosen['temperature']:g}, prior correction {chosen['prior_correction']:g}, chosen on validation)",
                          **score(model, data.images, test)})
             model.bins.temperature = ckpt["model_config"]["temperature"]
+            model.bins.prior_correction = ckpt["model_config"].get("prior_correction", 0.0)
     models = {run.name: model for run, _, model in loaded}
     evidence = diagnose(models, torch.from_numpy(data.images[test[:2000]]).float() / 255)
     facts = {"test_images": len(test), "grayscale_left_out": round(gray_share, 4), "data": data.source, "rows": rows,
@@ -139,34 +141,39 @@ def diagnostics_markdown(facts: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-TEMPERATURES = (0.2, 0.38, 0.5, 0.7, 1.0)
+TEMPERATURES = (0.2, 0.38, 0.7, 1.0)
+PRIOR_CORRECTIONS = (0.0, 0.5, 1.0)
 MIN_COLOURFULNESS = 0.7
 
 
-def temperature_scan(model, images: np.ndarray, indices: np.ndarray) -> list[dict]:
-    original = model.bins.temperature
+def decoding_scan(model, images: np.ndarray, indices: np.ndarray) -> list[dict]:
+    """Score every (temperature, prior correction) decoding of a classification colorizer."""
+    original = model.bins.temperature, model.bins.prior_correction
     scan = []
     for t in TEMPERATURES:
-        model.bins.temperature = t
-        scan.append({"temperature": t, **score(model, images, indices)})
-    model.bins.temperature = original
+        for a in PRIOR_CORRECTIONS:
+            model.bins.temperature, model.bins.prior_correction = t, a
+            scan.append({"temperature": t, "prior_correction": a, **score(model, images, indices)})
+    model.bins.temperature, model.bins.prior_correction = original
     return scan
 
 
-def choose_temperature(scan: list[dict]) -> float:
-    """The best PSNR among temperatures with colourfulness >= 70% of the truth, else the most colourful."""
+def choose_decoding(scan: list[dict]) -> dict:
+    """The best PSNR among decodings with colourfulness >= 70% of the truth, else the most colourful."""
     vivid = [s for s in scan if s["colourfulness_ratio"] >= MIN_COLOURFULNESS]
-    if vivid:
-        return max(vivid, key=lambda s: s["psnr"])["temperature"]
-    return max(scan, key=lambda s: s["colourfulness_ratio"])["temperature"]
+    best = max(vivid, key=lambda s: s["psnr"]) if vivid else max(scan, key=lambda s: s["colourfulness_ratio"])
+    return {"temperature": best["temperature"], "prior_correction": best["prior_correction"]}
 
 
 def temperature_markdown(temperatures: dict) -> str:
     lines = []
     for name, t in temperatures.items():
-        lines += ["", f"Annealed-mean temperature for {name} (validation colour images; chosen: {t['chosen']:g}):", "",
-                  "| T | PSNR (dB) | SSIM | colourfulness vs truth |", "|---|---|---|---|"]
-        lines += [f"| {s['temperature']:g} | {s['psnr']:.2f} | {s['ssim']:.3f} | {s['colourfulness_ratio']:.0%} |" for s in t["scan"]]
+        c = t["chosen"]
+        lines += ["", f"Decoding of {name} (validation colour images; chosen: T={c['temperature']:g}, "
+                  f"prior correction {c['prior_correction']:g}):", "",
+                  "| T | prior correction | PSNR (dB) | SSIM | colourfulness vs truth |", "|---|---|---|---|---|"]
+        lines += [f"| {s['temperature']:g} | {s['prior_correction']:g} | {s['psnr']:.2f} | {s['ssim']:.3f} | {s['colourfulness_ratio']:.0%} |"
+                  for s in t["scan"]]
     return "\n".join(lines) + ("\n" if lines else "")
 
 

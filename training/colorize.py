@@ -43,6 +43,7 @@ class ColorizerConfig:
     cae: str = "cae_l5_ch4_k3_s1"  # for arch cae: the sweep's best configuration
     bin_size: int = 10  # ab units per quantisation bin
     temperature: float = 0.38  # annealed mean; 1 = the mean, -> 0 = the mode
+    prior_correction: float = 0.0  # at decoding, remove this share (0..1) of the rebalancing's pull to rare colours
     rebalance: float = 0.5  # lambda: mix of the smoothed empirical bin distribution and uniform
 
     def __post_init__(self):
@@ -89,11 +90,11 @@ class UNet(nn.Module):
 class ABBins(nn.Module):
     """The quantised ab plane: bin centres (Q, 2) in ab units and their rebalancing weights (Q,)."""
 
-    def __init__(self, centres: torch.Tensor, weights: torch.Tensor, temperature: float, bin_size: int):
+    def __init__(self, centres: torch.Tensor, weights: torch.Tensor, temperature: float, bin_size: int, prior_correction: float = 0.0):
         super().__init__()
         self.register_buffer("centres", centres.float())
         self.register_buffer("weights", weights.float())
-        self.temperature, self.bin_size = temperature, bin_size
+        self.temperature, self.bin_size, self.prior_correction = temperature, bin_size, prior_correction
         # Every cell of the ab grid -> its nearest occupied bin, so `nearest` is a lookup, not a search.
         side = 2 * AB_RANGE // bin_size + 1
         cells = torch.stack(torch.meshgrid(torch.arange(side), torch.arange(side), indexing="ij"), -1).view(-1, 2)
@@ -119,7 +120,7 @@ class ABBins(nn.Module):
         weights = weights / (p_used * weights).sum()
         cells = occupied.nonzero().double()
         centres = cells * bin_size - AB_RANGE
-        return cls(centres, weights, temperature, bin_size)
+        return cls(centres, weights, temperature, bin_size)  # prior_correction is set by Colorizer
 
     @property
     def count(self) -> int:
@@ -131,8 +132,13 @@ class ABBins(nn.Module):
         return self.cell_to_bin[cell[:, 0] * self.side + cell[:, 1]]
 
     def annealed_mean(self, logits: torch.Tensor) -> torch.Tensor:
-        """(B, Q, H, W) logits -> (B, 2, H, W) ab: E[ab] under softmax(logits / T)."""
-        probs = torch.softmax(logits.float() / self.temperature, dim=1)
+        """(B, Q, H, W) logits -> (B, 2, H, W) ab: E[ab] under softmax(logits / T).
+
+        The weighted loss learns roughly w(q) p(q | gray) instead of p(q | gray); subtracting
+        prior_correction * log w(q) from the logits (logit adjustment) takes that share of the bias back out.
+        """
+        logits = logits.float() - self.prior_correction * self.weights.log().view(1, -1, 1, 1)
+        probs = torch.softmax(logits / self.temperature, dim=1)
         return torch.einsum("bqhw,qc->bchw", probs, self.centres)
 
 
@@ -144,6 +150,8 @@ class Colorizer(nn.Module):
         self.config = config
         self.encoding = get_encoding(config.encoding)
         self.bins = bins
+        if bins is not None:
+            bins.temperature, bins.prior_correction = config.temperature, config.prior_correction
         outputs = bins.count if config.loss == "classification" else self.encoding.target_channels
         if config.arch == "unet":
             self.net = UNet(1, outputs, config.width)

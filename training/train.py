@@ -343,7 +343,8 @@ def train(
 
 
 def _check_resumable(ckpt: dict, task, config: TrainConfig, path: Path) -> None:
-    if ckpt.get("task", "reconstruction") != task.kind or ckpt["model_config"] != asdict(task.config):
+    # Rebuilt through the dataclass, so a field added since the checkpoint was written takes its default.
+    if ckpt.get("task", "reconstruction") != task.kind or type(task.config)(**ckpt["model_config"]) != task.config:
         raise ValueError(f"{path} holds a different model ({ckpt['name']}); use another output folder")
     saved = ckpt["train_config"]
     changed = sorted(k for k, v in asdict(config).items() if k not in RESUMABLE_CHANGES and saved.get(k) != v)

@@ -74,4 +74,4 @@ def test_color_report(tmp_path, capsys):
             assert im.size[0] > 300
     assert main(["color-report", "--runs", str(tmp_path / "empty"), "--out", str(tmp_path / "r2")]) == 2
     assert "Diagnostics" in table and "ycbcr_centred:" in table and "difference:" in table
-    assert "Annealed-mean temperature for unet" in table and "chosen on validation" in table
+    assert "Decoding of unet" in table and "chosen on validation" in table

@@ -88,10 +88,22 @@ def test_invalid_colorizer_configs(kwargs, message):
         ColorizerConfig(**kwargs)
 
 
-def test_temperature_rule():
-    from training.color_report import choose_temperature
+def test_decoding_rule():
+    from training.color_report import choose_decoding
 
-    scan = [{"temperature": 0.2, "psnr": 22.0, "colourfulness_ratio": 1.1}, {"temperature": 0.5, "psnr": 23.0, "colourfulness_ratio": 0.8},
-            {"temperature": 1.0, "psnr": 24.0, "colourfulness_ratio": 0.5}]
-    assert choose_temperature(scan) == 0.5  # best PSNR that keeps 70% of the colour
-    assert choose_temperature([{**s, "colourfulness_ratio": 0.1 * i} for i, s in enumerate(scan)]) == 1.0
+    scan = [{"temperature": 0.2, "prior_correction": 0, "psnr": 22.0, "colourfulness_ratio": 1.1},
+            {"temperature": 0.5, "prior_correction": 0.5, "psnr": 23.0, "colourfulness_ratio": 0.8},
+            {"temperature": 1.0, "prior_correction": 1, "psnr": 24.0, "colourfulness_ratio": 0.5}]
+    assert choose_decoding(scan) == {"temperature": 0.5, "prior_correction": 0.5}  # best PSNR keeping 70% of the colour
+    dull = [{**s, "colourfulness_ratio": 0.1 * i} for i, s in enumerate(scan)]
+    assert choose_decoding(dull) == {"temperature": 1.0, "prior_correction": 1}
+
+
+def test_prior_correction_pulls_towards_common_colours():
+    centres = torch.tensor([[0.0, 0.0], [50.0, 0.0]])
+    weights = torch.tensor([0.5, 4.0])  # the saturated bin was up-weighted in training
+    logits = torch.zeros(1, 2, 1, 1)
+    plain = ABBins(centres, weights, 1.0, 10).annealed_mean(logits)[0, 0].item()
+    corrected = ABBins(centres, weights, 1.0, 10, prior_correction=1.0).annealed_mean(logits)[0, 0].item()
+    # Corrected logits -log w = (log 2, log 0.25): probabilities (2, 0.25) / 2.25.
+    assert plain == pytest.approx(25.0) and corrected == pytest.approx(50 * 0.25 / 2.25, rel=1e-4)
