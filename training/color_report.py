@@ -142,7 +142,7 @@ def diagnostics_markdown(facts: dict) -> str:
 
 
 TEMPERATURES = (0.2, 0.38, 0.7, 1.0)
-PRIOR_CORRECTIONS = (0.0, 0.5, 1.0)
+PRIOR_CORRECTIONS = (0.0, 0.25, 0.4, 0.5, 0.6, 0.75, 1.0)
 MIN_COLOURFULNESS = 0.7
 
 
