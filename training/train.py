@@ -310,13 +310,11 @@ def train(
         order = np.random.default_rng([config.seed, epoch]).permutation(split.train)
         bar = tqdm(batches(images, order, config.batch_size, device), total=steps_per_epoch, disable=not progress,
                    desc=f"{task.name} epoch {epoch}/{config.epochs}", leave=False, dynamic_ncols=True)
-        running = 0.0
         for i, x in enumerate(bar):
             loss = train_step(task, model, optimizer, x, dtype)
             if i % config.log_every == 0 or i == steps_per_epoch - 1:
                 value = loss.item()
                 state.steps.append(value)
-                running += value
                 bar.set_postfix(loss=f"{value:.4f}")
         state.train_seconds += time.perf_counter() - started
         train_metrics = evaluate(task, model, images, train_probe, config.eval_batch_size, device)
