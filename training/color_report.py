@@ -16,12 +16,10 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
-from torchmetrics.functional.image import structural_similarity_index_measure  # noqa: E402
 
-from training.color import channel_mean, colourfulness, get_encoding  # noqa: E402
-from training.colorize import colour_indices, grayscale_baseline  # noqa: E402
+from training.color import channel_mean, get_encoding  # noqa: E402
+from training.colorize import colour_indices, grayscale_baseline, rgb_metric_sums, with_colourfulness_ratio  # noqa: E402
 from training.data import load_images, split_indices  # noqa: E402
-from training.metrics import per_image_psnr  # noqa: E402
 from training.train import CHECKPOINT, load_checkpoint, model_from_checkpoint  # noqa: E402
 
 COLUMNS = ["run", "encoding", "network", "loss", "epochs", "train images", "PSNR (dB)", "SSIM", "colourfulness vs truth"]
@@ -29,17 +27,13 @@ COLUMNS = ["run", "encoding", "network", "loss", "epochs", "train images", "PSNR
 
 @torch.no_grad()
 def score(model, images: np.ndarray, indices: np.ndarray, batch_size: int = 500) -> dict:
-    psnr, ssim, colour, true_colour = [], [], [], []
+    sums: dict[str, float] = {}
     for start in range(0, len(indices), batch_size):
         x = torch.from_numpy(images[indices[start : start + batch_size]]).float() / 255
         gray, _ = model.encoding.encode(x)
-        y = model(gray)
-        psnr.append(per_image_psnr(y, x))
-        ssim.append(structural_similarity_index_measure(y, x, data_range=1.0, reduction="none"))
-        colour.append(colourfulness(y))
-        true_colour.append(colourfulness(x))
-    return {"psnr": torch.cat(psnr).mean().item(), "ssim": torch.cat(ssim).mean().item(),
-            "colourfulness_ratio": (torch.cat(colour).mean() / torch.cat(true_colour).mean()).item()}
+        for k, v in rgb_metric_sums(model(gray), x).items():
+            sums[k] = sums.get(k, 0.0) + v
+    return with_colourfulness_ratio({k: v / len(indices) for k, v in sums.items()})
 
 
 def report(runs: list[Path], out: Path, examples: int = 6) -> list[dict]:

@@ -29,6 +29,7 @@ from training.color import colourfulness, get_encoding, is_grayscale
 from training.data import Split
 from training.metrics import per_image_psnr
 from training.model import ConvAutoencoder, config_from_name
+from training.train import autocast
 
 AB_RANGE = 110  # |a|, |b| of sRGB colours stay within about 110 (the grid of Zhang et al.)
 METRICS = ("loss", "psnr", "ssim", "colourfulness_ratio")
@@ -175,6 +176,29 @@ class Colorizer(nn.Module):
         return sum(p.numel() for p in self.parameters())
 
 
+def _loss(model: Colorizer, raw: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """L2 on the encoding's targets, or the rebalanced cross-entropy over ab bins."""
+    if model.bins is None:
+        return F.mse_loss(torch.sigmoid(raw.float()), target)
+    classes = model.bins.nearest(target * 256 - 128)
+    ce = F.cross_entropy(raw.float(), classes, reduction="none")
+    return (ce * model.bins.weights[classes]).mean()
+
+
+def rgb_metric_sums(rgb: torch.Tensor, truth: torch.Tensor) -> dict[str, float]:
+    """Per-image PSNR, SSIM and colourfulness (of prediction and truth), summed over the batch."""
+    ssim = structural_similarity_index_measure(rgb.contiguous(), truth, data_range=1.0, reduction="none")
+    return {"psnr": per_image_psnr(rgb, truth).sum().item(), "ssim": ssim.sum().item(),
+            "colourfulness": colourfulness(rgb).sum().item(), "true_colourfulness": colourfulness(truth).sum().item()}
+
+
+def with_colourfulness_ratio(means: dict[str, float]) -> dict[str, float]:
+    """Mean metrics -> the same with colourfulness as a share of the truth's (which it replaces)."""
+    means = dict(means)
+    means["colourfulness_ratio"] = means["colourfulness"] / max(means.pop("true_colourfulness"), 1e-9)
+    return means
+
+
 def colour_indices(images: np.ndarray, indices: np.ndarray) -> np.ndarray:
     """`indices` without the grayscale images (nothing to learn or score there)."""
     return indices[~is_grayscale(images[indices])]
@@ -205,27 +229,18 @@ class ColorizationTask:
 
     def loss(self, model: Colorizer, x: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
         gray, target = self.encoding.encode(x)  # fp32: colour conversions stay out of autocast
-        with torch.autocast(x.device.type, dtype=dtype, enabled=dtype != torch.float32):
+        with autocast(x.device, dtype):
             raw = model.raw(gray)
-        if model.bins is None:
-            return F.mse_loss(torch.sigmoid(raw.float()), target)
-        classes = model.bins.nearest(target * 256 - 128)
-        ce = F.cross_entropy(raw.float(), classes, reduction="none")
-        return (ce * model.bins.weights[classes]).mean()
+        return _loss(model, raw, target)
 
     def batch_sums(self, model: Colorizer, x: torch.Tensor) -> dict[str, float]:
-        n = x.shape[0]
-        gray, _ = self.encoding.encode(x)
-        rgb = model(gray).float()
-        loss = self.loss(model, x, torch.float32).item() * n
-        ssim = structural_similarity_index_measure(rgb, x, data_range=1.0, reduction="none")
-        return {"loss": loss, "psnr": per_image_psnr(rgb, x).sum().item(), "ssim": ssim.sum().item(),
-                "colourfulness": colourfulness(rgb).sum().item(), "true_colourfulness": colourfulness(x).sum().item()}
+        gray, target = self.encoding.encode(x)
+        raw = model.raw(gray)  # one forward pass for both the loss and the colorization
+        rgb = self.encoding.decode(gray, model.target(raw)).float()
+        return {"loss": _loss(model, raw, target).item() * x.shape[0], **rgb_metric_sums(rgb, x)}
 
     def finish(self, means: dict[str, float]) -> dict[str, float]:
-        true = means.pop("true_colourfulness")
-        means["colourfulness_ratio"] = means["colourfulness"] / max(true, 1e-9)
-        return means
+        return with_colourfulness_ratio(means)
 
     def summary(self, model: Colorizer) -> dict:
         return {"parameters": model.num_parameters(), "bins": model.bins.count if model.bins is not None else 0}
@@ -248,7 +263,5 @@ def grayscale_baseline(images: np.ndarray, indices: np.ndarray) -> dict:
     from training.color import luma
 
     x = torch.from_numpy(images[indices]).float() / 255
-    y = luma(x).expand(-1, 3, -1, -1)
-    ssim = structural_similarity_index_measure(y.contiguous(), x, data_range=1.0, reduction="none")
-    return {"psnr": per_image_psnr(y, x).mean().item(), "ssim": ssim.mean().item(),
-            "colourfulness_ratio": (colourfulness(y).mean() / colourfulness(x).mean()).item()}
+    sums = rgb_metric_sums(luma(x).expand(-1, 3, -1, -1), x)
+    return with_colourfulness_ratio({k: v / len(indices) for k, v in sums.items()})
