@@ -56,7 +56,11 @@ def read_results(out: Path) -> list[dict]:
 def append_result(out: Path, result: dict) -> None:
     path = Path(out) / "results.jsonl"
     # After a kill mid-append the file ends in a torn line: start on a fresh line, or this result is lost too.
-    torn = path.exists() and path.stat().st_size > 0 and not path.read_bytes().endswith(b"\n")
+    torn = False
+    if path.exists() and path.stat().st_size > 0:
+        with open(path, "rb") as f:
+            f.seek(-1, os.SEEK_END)
+            torn = f.read(1) != b"\n"
     with open(path, "a") as f:
         f.write(("\n" if torn else "") + json.dumps(result) + "\n")
         f.flush()
