@@ -33,6 +33,8 @@ def _add_data_args(p: argparse.ArgumentParser, fraction: float, epochs: int, bat
     g.add_argument("--lr", type=float, default=lr, help=f"learning rate (default {lr:g})")
     g.add_argument("--optimizer", default="adam", choices=["adam", "adamw", "sgd", "rmsprop"], help="(default adam)")
     g.add_argument("--loss", default="bce", choices=["bce", "mse"], help="reconstruction loss (default bce)")
+    g.add_argument("--schedule", default="constant", choices=["constant", "cosine"],
+                   help="learning rate schedule; cosine decays it to 0 over --epochs (default constant)")
     g.add_argument("--seed", type=int, default=0, help="seed of weights and batch order (default 0)")
     g = p.add_argument_group("hardware")
     g.add_argument("--device", default="auto", help="auto (CUDA when present), cpu or cuda[:N] (default auto)")
@@ -44,7 +46,8 @@ def _add_data_args(p: argparse.ArgumentParser, fraction: float, epochs: int, bat
 
 def _add_model_args(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("model (default: the study's first model, cae_l5_ch2_k3_s2)")
-    g.add_argument("--model", default=None, help="a configuration name, e.g. cae_l3_ch4_k5_s1 (overrides the axes below)")
+    g.add_argument("--model", default=None, help="a configuration name, e.g. cae_l3_ch4_k5_s1, or a residual autoencoder such as "
+                   "rae_w16_d3_z8_b1 (width, downsamplings, latent channels, blocks; overrides the axes below)")
     g.add_argument("--fewer-layers", action="store_true", help="3 convolutions instead of 5")
     g.add_argument("--channel-factor", type=int, default=2, choices=[1, 2, 4], help="(default 2)")
     g.add_argument("--kernel-size", type=int, default=3, help="odd kernel size (default 3)")
@@ -64,10 +67,10 @@ def _train_config(args):
 
 
 def _model_config(args):
-    from training.model import AutoencoderConfig, config_from_name
+    from training.model import AutoencoderConfig, any_config_from_name
 
     if args.model:
-        return config_from_name(args.model)
+        return any_config_from_name(args.model)
     return AutoencoderConfig(fewer_layers=args.fewer_layers, channel_factor=args.channel_factor,
                              kernel_size=args.kernel_size, compression=args.compression, activation=args.activation)
 

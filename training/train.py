@@ -29,7 +29,7 @@ from tqdm.auto import tqdm
 
 from training.data import ImageArray, Split, load_images, split_indices
 from training.metrics import METRIC_NAMES, batch_sums
-from training.model import FIRST_MODEL, AutoencoderConfig, ConvAutoencoder
+from training.model import FIRST_MODEL, MODEL_CONFIGS, autoencoder_config_from_dict, build_autoencoder
 
 CHECKPOINT = "checkpoint.pt"
 
@@ -45,6 +45,7 @@ class TrainConfig:
     lr: float = 2e-3
     optimizer: str = "adam"  # adam | adamw | sgd | rmsprop
     loss: str = "bce"  # bce | mse
+    schedule: str = "constant"  # constant | cosine (decays the learning rate to 0 over `epochs`)
     device: str = "auto"  # auto (CUDA when present) | cpu | cuda[:N]
     precision: str = "auto"  # auto (bf16 where the hardware has it) | fp32 | bf16
     eval_batch_size: int = 1000
@@ -55,6 +56,8 @@ class TrainConfig:
             raise ValueError(f"loss must be bce or mse, got {self.loss!r}")
         if self.optimizer not in OPTIMIZERS:
             raise ValueError(f"optimizer must be one of {sorted(OPTIMIZERS)}, got {self.optimizer!r}")
+        if self.schedule not in ("constant", "cosine"):
+            raise ValueError(f"schedule must be constant or cosine, got {self.schedule!r}")
         if self.precision not in ("auto", "fp32", "bf16"):
             raise ValueError(f"precision must be auto, fp32 or bf16, got {self.precision!r}")
         if self.epochs < 1 or self.batch_size < 1 or not self.lr > 0:
@@ -153,32 +156,32 @@ class ReconstructionTask:
     kind = "reconstruction"
     metric_names = METRIC_NAMES
 
-    def __init__(self, model_config: AutoencoderConfig, loss: str):
+    def __init__(self, model_config, loss: str):
         self.config, self.loss_kind, self.name = model_config, loss, model_config.name
 
     def select(self, images: np.ndarray, split: Split) -> Split:
         return split
 
-    def build(self, images: np.ndarray, train_indices: np.ndarray) -> ConvAutoencoder:
-        return ConvAutoencoder(self.config)
+    def build(self, images: np.ndarray, train_indices: np.ndarray) -> torch.nn.Module:
+        return build_autoencoder(self.config)
 
-    def loss(self, model: ConvAutoencoder, x: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    def loss(self, model: torch.nn.Module, x: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
         with autocast(x.device, dtype):
             logits = model.decode_logits(model.encode(x))
         return reconstruction_loss(logits, x, self.loss_kind)
 
-    def batch_sums(self, model: ConvAutoencoder, x: torch.Tensor) -> dict[str, float]:
+    def batch_sums(self, model: torch.nn.Module, x: torch.Tensor) -> dict[str, float]:
         return batch_sums(model.decode_logits(model.encode(x)), x)
 
     def finish(self, means: dict[str, float]) -> dict[str, float]:
         return means
 
-    def summary(self, model: ConvAutoencoder) -> dict:
+    def summary(self, model: torch.nn.Module) -> dict:
         return {"latent_size": self.config.latent_size(), "parameters": model.num_parameters()}
 
 
 def make_task(model_config, config: TrainConfig):
-    if isinstance(model_config, AutoencoderConfig):
+    if isinstance(model_config, MODEL_CONFIGS):
         return ReconstructionTask(model_config, config.loss)
     from training.colorize import ColorizationTask
 
@@ -254,7 +257,7 @@ def model_from_checkpoint(ckpt: dict) -> torch.nn.Module:
         from training.colorize import colorizer_from_checkpoint
 
         return colorizer_from_checkpoint(ckpt)
-    model = ConvAutoencoder(AutoencoderConfig(**ckpt["model_config"]))
+    model = build_autoencoder(autoencoder_config_from_dict(ckpt["model_config"]))
     model.load_state_dict(ckpt["model"])
     return model.eval()
 
@@ -311,6 +314,11 @@ def train(
         bar = tqdm(batches(images, order, config.batch_size, device), total=steps_per_epoch, disable=not progress,
                    desc=f"{task.name} epoch {epoch}/{config.epochs}", leave=False, dynamic_ncols=True)
         for i, x in enumerate(bar):
+            if config.schedule == "cosine":
+                # A function of the position in the run only, so a resumed run continues the same curve.
+                progress_done = ((epoch - 1) * steps_per_epoch + i) / (config.epochs * steps_per_epoch)
+                for group in optimizer.param_groups:
+                    group["lr"] = config.lr * 0.5 * (1 + math.cos(math.pi * progress_done))
             loss = train_step(task, model, optimizer, x, dtype)
             if i % config.log_every == 0 or i == steps_per_epoch - 1:
                 value = loss.item()
@@ -345,7 +353,8 @@ def _check_resumable(ckpt: dict, task, config: TrainConfig, path: Path) -> None:
     if ckpt.get("task", "reconstruction") != task.kind or type(task.config)(**ckpt["model_config"]) != task.config:
         raise ValueError(f"{path} holds a different model ({ckpt['name']}); use another output folder")
     saved = ckpt["train_config"]
-    changed = sorted(k for k, v in asdict(config).items() if k not in RESUMABLE_CHANGES and saved.get(k) != v)
+    defaults = asdict(TrainConfig())  # for fields added since the checkpoint was written
+    changed = sorted(k for k, v in asdict(config).items() if k not in RESUMABLE_CHANGES and saved.get(k, defaults[k]) != v)
     if changed:
         detail = ", ".join(f"{k}: {saved.get(k)!r} -> {getattr(config, k)!r}" for k in changed)
         raise ValueError(f"{path} was trained with other settings ({detail}); use another output folder")

@@ -77,3 +77,44 @@ def test_invalid_configs_are_rejected(kwargs, message):
 def test_bad_names_are_rejected(name):
     with pytest.raises(ValueError, match="not a model name"):
         config_from_name(name)
+
+
+# The residual autoencoder the project ships.
+from training.model import (ResidualAutoencoder, ResidualAutoencoderConfig, any_config_from_name,  # noqa: E402
+                            autoencoder_config_from_dict, build_autoencoder, residual_config_from_name)
+
+
+@pytest.mark.parametrize("config", [ResidualAutoencoderConfig(), ResidualAutoencoderConfig(width=8, downsamplings=2, latent_channels=4, blocks=0),
+                                    ResidualAutoencoderConfig(width=8, blocks=2, in_channels=1, out_channels=2)], ids=lambda c: c.name)
+def test_residual_autoencoder_shapes_and_names(config):
+    assert residual_config_from_name(config.name) == any_config_from_name(config.name) == config
+    assert autoencoder_config_from_dict(config.to_dict()) == config
+    model = build_autoencoder(config)
+    assert isinstance(model, ResidualAutoencoder)
+    x = torch.rand(2, config.in_channels, 32, 48)
+    z = model.encode(x)
+    assert z.shape == (2, *config.latent_shape(32, 48))
+    assert z[0].numel() == config.latent_size(32, 48)
+    y = model.decode(z)
+    assert y.shape == (2, config.out_channels, 32, 48) and (y >= 0).all() and (y <= 1).all()
+
+
+def test_residual_latent_is_linear_and_blocks_start_as_identity():
+    torch.manual_seed(0)
+    model = build_autoencoder(ResidualAutoencoderConfig(width=8))
+    z = model.encode(torch.rand(8, 3, 32, 32))
+    assert (z < 0).any(), "no ReLU on the latent: negative values carry information too"
+    block = next(m for m in model.modules() if m.__class__.__name__ == "ResidualBlock")
+    h = torch.randn(1, 8, 4, 4)
+    assert torch.equal(block(h), h)
+
+
+@pytest.mark.parametrize("name", ["rae_w16_d3_z8", "rae_wx_d3_z8_b1", "rae_w16_d3_z8_b1_rgb", "rae_w0_d3_z8_b1"])
+def test_bad_residual_names_are_rejected(name):
+    with pytest.raises(ValueError):
+        any_config_from_name(name)
+
+
+def test_residual_stride_is_enforced():
+    with pytest.raises(ValueError, match="multiple of the model's stride 8"):
+        ResidualAutoencoderConfig().latent_shape(36, 32)

@@ -147,3 +147,30 @@ def test_fewer_epochs_than_trained_is_refused_and_exactly_as_many_finishes(tmp_p
         train(TINY_MODEL, TrainConfig(**{**SMALL.__dict__, "epochs": 1}), out=tmp_path, progress=False)
     result = train(TINY_MODEL, SMALL, out=tmp_path, progress=False)  # SMALL has 2 epochs: test it now
     assert result["epochs"] == 2 and result["test"] is not None and (tmp_path / "result.json").exists()
+
+
+def test_residual_autoencoder_trains_with_cosine_schedule_and_resumes(tmp_path, monkeypatch):
+    from training.model import ResidualAutoencoderConfig
+
+    model, config = ResidualAutoencoderConfig(width=4, downsamplings=2, latent_channels=2), TrainConfig(**{**SMALL.__dict__, "epochs": 3, "schedule": "cosine", "loss": "mse"})
+    straight = train(model, config, out=tmp_path / "straight", progress=False)
+    crash_after_epoch(1, monkeypatch)
+    with pytest.raises(Killed):
+        train(model, config, out=tmp_path / "crashed", progress=False)
+    monkeypatch.undo()
+    resumed = train(model, config, out=tmp_path / "crashed", progress=False)
+    # The schedule depends on the position in the run only, so a resumed run follows the same curve.
+    assert resumed["test"] == pytest.approx(straight["test"], rel=1e-6)
+    ckpt = load_checkpoint(tmp_path / "crashed" / CHECKPOINT)
+    assert ckpt["optimizer"]["param_groups"][0]["lr"] < config.lr * 0.1  # decayed towards 0 at the end
+    assert model_from_checkpoint(ckpt).config == model
+    assert straight["latent_size"] == model.latent_size() == 2 * 8 * 8
+
+
+def test_checkpoints_written_before_the_schedule_option_still_resume(tmp_path):
+    train(TINY_MODEL, SMALL, out=tmp_path, progress=False)
+    ckpt = load_checkpoint(tmp_path / CHECKPOINT)
+    del ckpt["train_config"]["schedule"]
+    torch.save(ckpt, tmp_path / CHECKPOINT)
+    result = train(TINY_MODEL, TrainConfig(**{**SMALL.__dict__, "epochs": 3}), out=tmp_path, progress=False)
+    assert result["epochs"] == 3
