@@ -60,3 +60,34 @@ def write_image_folder(root: Path, images: np.ndarray, classes: list[str] | None
 
 
 needs_shared_data = pytest.mark.skipif(not SHARED_CIFAR_JPEG.exists(), reason="../shared/datasets/cifar10-jpeg is absent")
+
+
+@pytest.fixture(scope="session")
+def tiny_runs(tmp_path_factory):
+    """Run folders of small, briefly trained models of each kind (seconds), shared by the session."""
+    from training.colorize import ColorizerConfig
+    from training.model import AutoencoderConfig, ResidualAutoencoderConfig
+    from training.train import TrainConfig, train
+
+    root = tmp_path_factory.mktemp("runs")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("CAE_CACHE_DIR", str(root / "cache"))
+        config = TrainConfig(data="fake:160", epochs=1, batch_size=32, precision="fp32")
+        runs = {"residual": ResidualAutoencoderConfig(width=4, downsamplings=2, latent_channels=2),
+                "study": AutoencoderConfig(channel_factor=1, compression=2, fewer_layers=True),
+                "colorizer": ColorizerConfig(width=4, temperature=0.7, prior_correction=0.5)}
+        for name, model in runs.items():
+            train(model, config, out=root / name, progress=False)
+    return {name: root / name for name in runs}
+
+
+@pytest.fixture(scope="session")
+def exported_models(tiny_runs, tmp_path_factory):
+    """A models/ folder exported from `tiny_runs` by the real export step: (folder, manifest)."""
+    from export.exporter import export_models
+
+    out = tmp_path_factory.mktemp("export") / "models"
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("CAE_CACHE_DIR", str(out.parent / "cache"))
+        manifest = export_models([tiny_runs["residual"], tiny_runs["study"]], tiny_runs["colorizer"], out)
+    return out, manifest

@@ -163,6 +163,31 @@ def cmd_download(args) -> int:
     return 0
 
 
+def cmd_export(args) -> int:
+    from export.exporter import ExportOptions, export_models
+    from training.data import load_images
+
+    decoding = {}
+    if args.decoding_from:
+        chosen = json.loads(Path(args.decoding_from).read_text())["temperatures"][Path(args.colorizer).name]["chosen"]
+        decoding = {"temperature": chosen["temperature"], "prior_correction": chosen["prior_correction"]}
+    if args.temperature is not None:
+        decoding["temperature"] = args.temperature
+    if args.prior_correction is not None:
+        decoding["prior_correction"] = args.prior_correction
+    options = ExportOptions(exporter=args.exporter, opset=args.opset, tolerance=args.tolerance, version=args.version)
+    data = load_images(args.data) if args.data else None
+    command = "cae " + " ".join(sys.argv[1:]) if sys.argv and sys.argv[0].endswith("cae") else None
+    manifest = export_models([Path(r) for r in args.autoencoder or []], Path(args.colorizer) if args.colorizer else None,
+                             Path(args.out), options, data=data, triton_dir=Path(args.triton) if args.triton else None,
+                             command=command, **decoding)
+    for role, facts in manifest["models"].items():
+        print(f"{Path(args.out) / facts['file']}: {facts['name']}, sha256 {facts['sha256'][:12]}, test " +
+              ", ".join(f"{k} {v:.4g}" for k, v in facts["test"].items() if isinstance(v, float)))
+    print(f"manifest: {Path(args.out) / 'manifest.json'}; model card: {Path(args.out) / 'MODEL_CARD.md'}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="cae", description="Convolutional autoencoders: train, sweep, export, serve.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -214,6 +239,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--sweep", default="results/sweep", help="sweep folder (default results/sweep)")
     p.set_defaults(func=cmd_figures)
 
+    p = sub.add_parser("export", help="checkpoints -> ONNX files, manifest and model card (the service's models/)",
+                       description="Export the chosen autoencoder (of the candidates given, by the rule in export/choose.py) "
+                                   "and a colorizer to ONNX; parity with PyTorch is checked and any mismatch fails the export.")
+    p.add_argument("--autoencoder", nargs="+", metavar="RUN", help="autoencoder run folder(s) (`cae train`, a sweep's trials/<name>)")
+    p.add_argument("--colorizer", metavar="RUN", help="colorizer run folder (`cae train-colorizer`)")
+    p.add_argument("--out", default="models", help="output folder, replaced only when the export succeeds (default models)")
+    p.add_argument("--exporter", default="dynamo", choices=["dynamo", "torchscript"], help="torch.onnx exporter (default dynamo)")
+    p.add_argument("--opset", type=int, default=18, help="ONNX opset (default 18)")
+    p.add_argument("--tolerance", type=float, default=1e-4, help="max |ONNX - PyTorch| allowed (default 1e-4)")
+    p.add_argument("--version", type=int, default=1, help="model version recorded in the files (default 1)")
+    p.add_argument("--temperature", type=float, default=None, help="colorizer decoding: annealed-mean temperature")
+    p.add_argument("--prior-correction", type=float, default=None, help="colorizer decoding: prior correction")
+    p.add_argument("--decoding-from", metavar="JSON", help="take the colorizer's decoding from a color-report results.json")
+    p.add_argument("--data", default=None, help="images to evaluate on, if not the checkpoints' own data source")
+    p.add_argument("--triton", metavar="DIR", help="also write a Triton model repository here")
+    p.set_defaults(func=cmd_export)
+
     from training.download import CIFAR10_MD5, CIFAR10_URL
 
     p = sub.add_parser("download", help="fetch the official CIFAR-10 python archive")
@@ -231,7 +273,7 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         return args.func(args)
-    except (DatasetError, ValueError) as e:
+    except (DatasetError, ValueError, FileNotFoundError) as e:
         print(f"cae {args.command}: error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -1,0 +1,98 @@
+"""Which autoencoder ships: a rule, not a hand pick.
+
+PCA with as many components as the autoencoder has latent values is the linear baseline. Among the
+candidate runs whose latent (for a 32x32 image) has at most `MAX_LATENT` values, the one whose test PSNR
+beats PCA's at its own latent size by the most ships. Ties go to the smaller latent. Both PSNRs are the
+mean of per-image PSNR on the run's own test split, PCA fitted on the run's own training split.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from training.data import ImageArray, load_images, split_indices
+from training.model import autoencoder_config_from_dict
+from training.pca import PCA
+from training.train import CHECKPOINT, load_checkpoint
+
+MAX_LATENT = 1024
+RULE = (f"the candidate (latent <= {MAX_LATENT} values for a 32x32 image) whose test PSNR exceeds PCA's at the "
+        "same number of components by the most; both are means of per-image PSNR on the run's test split")
+
+
+@dataclass
+class Candidate:
+    run: Path
+    name: str
+    latent_size: int
+    epochs: int
+    fraction: float
+    psnr: float
+    pca_psnr: float
+
+    @property
+    def margin(self) -> float:
+        return self.psnr - self.pca_psnr
+
+    def row(self) -> dict:
+        return {"run": str(self.run), "name": self.name, "latent_size": self.latent_size, "epochs": self.epochs,
+                "fraction": self.fraction, "psnr": round(self.psnr, 3), "pca_psnr": round(self.pca_psnr, 3),
+                "margin_db": round(self.margin, 3)}
+
+
+def checkpoint_path(run: Path) -> Path:
+    run = Path(run)
+    path = run / CHECKPOINT if run.is_dir() else run
+    if not path.is_file():
+        raise FileNotFoundError(f"{run}: no {CHECKPOINT} (expected a run folder from `cae train`/`cae sweep`)")
+    return path
+
+
+class PCACurves:
+    """PCA fitted once per (data, split), shared by the candidates trained on the same split."""
+
+    def __init__(self, data: ImageArray | None = None):
+        self.data, self._loaded, self._fits = data, {}, {}
+
+    def images(self, source: str) -> ImageArray:
+        """The override given to the constructor, else the run's own data source (loaded once)."""
+        if self.data is not None:
+            return self.data
+        if source not in self._loaded:
+            self._loaded[source] = load_images(source)
+        return self._loaded[source]
+
+    def psnr(self, facts: dict, k: int) -> float:
+        data = self.images(facts["source"])
+        split = split_indices(len(data), seed=facts["split_seed"], fraction=facts["fraction"])
+        key = (data.checksum, split.seed, split.fraction)
+        if key not in self._fits:
+            self._fits[key] = PCA(data.images[split.train])
+        return self._fits[key].evaluate(data.images[split.test], [k])[0]["psnr"]
+
+
+def evaluate_candidates(runs: list[Path], data: ImageArray | None = None) -> list[Candidate]:
+    curves = PCACurves(data)
+    candidates = []
+    for run in runs:
+        ckpt = load_checkpoint(checkpoint_path(run))
+        if ckpt.get("task", "reconstruction") != "reconstruction":
+            raise ValueError(f"{run} is a {ckpt['task']} run, not an autoencoder")
+        if not ckpt["state"].get("test"):
+            raise ValueError(f"{run} has not finished training (no test metrics yet)")
+        config = autoencoder_config_from_dict(ckpt["model_config"])
+        k = config.latent_size(32, 32)
+        candidates.append(Candidate(Path(run), ckpt["name"], k, ckpt["state"]["epoch"], ckpt["data"]["fraction"],
+                                    ckpt["state"]["test"]["psnr"], curves.psnr(ckpt["data"], k)))
+    return candidates
+
+
+def choose(candidates: list[Candidate]) -> Candidate:
+    if not candidates:
+        raise ValueError("no autoencoder candidates given")
+    eligible = [c for c in candidates if c.latent_size <= MAX_LATENT]
+    if not eligible:
+        raise ValueError(f"no candidate has a latent of at most {MAX_LATENT} values: "
+                         + ", ".join(f"{c.name} ({c.latent_size})" for c in candidates))
+    return max(eligible, key=lambda c: (c.margin, -c.latent_size))

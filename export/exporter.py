@@ -1,0 +1,265 @@
+"""Checkpoints in, the contract's files out: encoder.onnx, decoder.onnx, colorizer.onnx, manifest.json.
+
+`export_models` exports each graph, checks it with onnx.checker (full check), compares it with PyTorch on
+random and real images at two sizes (failing on any difference past the tolerance), scores the exported
+files themselves on the test split, and writes the manifest, each file's metadata and the model card.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import torch
+from torchmetrics.functional.image import structural_similarity_index_measure
+
+from export import graphs, model_card, triton
+from export.choose import RULE, Candidate, checkpoint_path, choose, evaluate_candidates
+from export.onnx_export import DEFAULT_OPSET, describe, export_graph, io_description, parity, session, sha256
+from training.colorize import colour_indices, grayscale_baseline, rgb_metric_sums, with_colourfulness_ratio
+from training.color import luma
+from training.data import ImageArray, load_images, split_indices
+from training.metrics import per_image_psnr
+from training.model import autoencoder_config_from_dict
+from training.train import load_checkpoint, model_from_checkpoint
+
+MANIFEST = "manifest.json"
+FILES = {"encoder": "encoder.onnx", "decoder": "decoder.onnx", "colorizer": "colorizer.onnx"}
+
+
+@dataclass(frozen=True)
+class ExportOptions:
+    exporter: str = "dynamo"  # dynamo | torchscript
+    opset: int = DEFAULT_OPSET
+    tolerance: float = 1e-4  # max |ONNX - PyTorch| allowed, on outputs in [0, 1] or latents
+    version: int = 1
+    parity_images: int = 8  # real images per parity case
+    eval_batch_size: int = 500
+
+
+def _relative(path: Path) -> str:
+    try:
+        return str(Path(path).resolve().relative_to(Path.cwd().resolve()))
+    except ValueError:
+        return str(path)
+
+
+def _data_for(ckpt: dict, data: ImageArray | None) -> ImageArray:
+    return data if data is not None else load_images(ckpt["data"]["source"])
+
+
+def _split(ckpt: dict, data: ImageArray):
+    facts = ckpt["data"]
+    return split_indices(len(data), seed=facts["split_seed"], fraction=facts["fraction"])
+
+
+def _as_float(images: np.ndarray) -> torch.Tensor:
+    return torch.from_numpy(images).float() / 255
+
+
+def _mosaic(x: torch.Tensor) -> torch.Tensor:
+    """(4k, C, H, W) -> (k, C, 2H, 2W): real content at twice the size, for the second parity size."""
+    k = x.shape[0] // 4
+    top = torch.cat([x[0:k], x[k:2 * k]], dim=3)
+    bottom = torch.cat([x[2 * k:3 * k], x[3 * k:4 * k]], dim=3)
+    return torch.cat([top, bottom], dim=2)
+
+
+def _image_cases(real: torch.Tensor, stride: int, seed: int = 0) -> dict[str, torch.Tensor]:
+    g = torch.Generator().manual_seed(seed)
+    h = w = 32
+    # A second size that is not square and not the training size, rounded to the stride.
+    h2, w2 = max(stride, 64 // stride * stride), max(stride, 96 // stride * stride)
+    return {"random_32x32": torch.rand(4, real.shape[1], h, w, generator=g),
+            "real_32x32": real,
+            f"random_{h2}x{w2}": torch.rand(2, real.shape[1], h2, w2, generator=g),
+            "real_64x64": _mosaic(real)}
+
+
+def _ort_batches(sess: ort.InferenceSession, x: torch.Tensor, batch_size: int) -> torch.Tensor:
+    name = sess.get_inputs()[0].name
+    return torch.cat([torch.from_numpy(sess.run(None, {name: b.numpy()})[0]) for b in x.split(batch_size)])
+
+
+def score_autoencoder(encoder: Path, decoder: Path, images: torch.Tensor, batch_size: int) -> dict:
+    """Metrics of the exported pair itself (onnxruntime), each a mean over the images."""
+    enc, dec = session(encoder), session(decoder)
+    sums = {"psnr": 0.0, "mse": 0.0, "ssim": 0.0}
+    for x in images.split(batch_size):
+        y = _ort_batches(dec, _ort_batches(enc, x, batch_size), batch_size)
+        sums["psnr"] += per_image_psnr(y, x).sum().item()
+        sums["mse"] += (y - x).pow(2).flatten(1).mean(1).sum().item()
+        sums["ssim"] += structural_similarity_index_measure(y, x, data_range=1.0, reduction="none").sum().item()
+    return {k: v / len(images) for k, v in sums.items()}
+
+
+def score_colorizer(colorizer: Path, images: torch.Tensor, batch_size: int) -> dict:
+    sess = session(colorizer)
+    sums: dict[str, float] = {}
+    for x in images.split(batch_size):
+        rgb = _ort_batches(sess, luma(x), batch_size)
+        for k, v in rgb_metric_sums(rgb, x).items():
+            sums[k] = sums.get(k, 0.0) + v
+    return with_colourfulness_ratio({k: v / len(images) for k, v in sums.items()})
+
+
+def _common_facts(ckpt: dict, ckpt_file: Path, options: ExportOptions) -> dict:
+    return {
+        "version": options.version,
+        "opset": options.opset,
+        "exporter": options.exporter,
+        "checkpoint": {"path": _relative(ckpt_file), "sha256": sha256(ckpt_file), "epochs": ckpt["state"]["epoch"]},
+        "training": {"task": ckpt.get("task", "reconstruction"), "model": ckpt["model_config"], "train": ckpt["train_config"],
+                     "train_seconds": ckpt["state"].get("train_seconds")},
+        "data": {"source": os.path.basename(str(ckpt["data"]["source"])), "checksum": ckpt["data"]["checksum"],
+                 "split_seed": ckpt["data"]["split_seed"], "fraction": ckpt["data"]["fraction"], "sizes": ckpt["data"]["sizes"]},
+    }
+
+
+def _export_one(module, spec, example, stride, path, options, cases) -> dict[str, float]:
+    export_graph(module, spec, example, stride, path, exporter=options.exporter, opset=options.opset)
+    onnx.checker.check_model(str(path), full_check=True)
+    diffs = parity(module, path, cases, options.tolerance)
+    print(f"  {path.name}: parity max |ONNX - PyTorch| " + ", ".join(f"{k} {v:.2e}" for k, v in diffs.items()))
+    return diffs
+
+
+def export_autoencoder(run: Path, out: Path, options: ExportOptions, data: ImageArray | None, selection: dict | None) -> dict[str, dict]:
+    ckpt_file = checkpoint_path(run)
+    ckpt = load_checkpoint(ckpt_file)
+    model = model_from_checkpoint(ckpt)
+    config = autoencoder_config_from_dict(ckpt["model_config"])
+    data = _data_for(ckpt, data)
+    split = _split(ckpt, data)
+    real = _as_float(data.images[split.test[: options.parity_images]])
+    stride, latent_channels = config.stride, config.latent_shape(config.stride, config.stride)[0]
+    enc_graph, dec_graph = graphs.EncoderGraph(model).eval(), graphs.DecoderGraph(model).eval()
+    print(f"exporting {ckpt['name']} from {_relative(ckpt_file)}")
+
+    image_cases = _image_cases(real, stride)
+    with torch.no_grad():
+        latent_cases = {f"encoded_{k}": enc_graph(v) for k, v in image_cases.items() if k.startswith("real")}
+        g = torch.Generator().manual_seed(1)
+        scale = float(latent_cases["encoded_real_32x32"].std())
+        latent_cases["random_4x4_latents"] = torch.randn(2, latent_channels, 4, 4, generator=g) * scale
+    enc_path, dec_path = out / FILES["encoder"], out / FILES["decoder"]
+    enc_parity = _export_one(enc_graph, graphs.encoder_spec(latent_channels), image_cases["random_32x32"], stride, enc_path, options, image_cases)
+    dec_parity = _export_one(dec_graph, graphs.decoder_spec(latent_channels), latent_cases["encoded_real_32x32"], stride, dec_path, options, latent_cases)
+
+    test = _as_float(data.images[split.test])
+    metrics = score_autoencoder(enc_path, dec_path, test, options.eval_batch_size)
+    common = {**_common_facts(ckpt, ckpt_file, options), "name": ckpt["name"], "stride": stride,
+              "latent_channels": latent_channels, "latent_size_32x32": config.latent_size(32, 32),
+              "parameters": sum(p.numel() for p in model.parameters())}
+    test_facts = {"images": len(split.test), **metrics}
+    if selection:
+        test_facts["pca_psnr"] = selection["chosen"]["pca_psnr"]
+    return {
+        "encoder": {**common, "role": "encoder", "parity": enc_parity, "test": test_facts,
+                    "parameters": sum(p.numel() for p in model.encoder.parameters())},
+        "decoder": {**common, "role": "decoder", "parity": dec_parity, "test": test_facts,
+                    "parameters": sum(p.numel() for p in model.decoder.parameters())},
+    }
+
+
+def export_colorizer(run: Path, out: Path, options: ExportOptions, data: ImageArray | None,
+                     temperature: float | None = None, prior_correction: float | None = None) -> dict:
+    ckpt_file = checkpoint_path(run)
+    ckpt = load_checkpoint(ckpt_file)
+    if ckpt.get("task") != "colorization":
+        raise ValueError(f"{run} is not a colorizer run (task {ckpt.get('task', 'reconstruction')!r})")
+    colorizer = model_from_checkpoint(ckpt)
+    if colorizer.bins is not None:
+        # The decoding (annealed-mean temperature, prior correction) is part of the graph: set it before export.
+        if temperature is not None:
+            colorizer.bins.temperature = temperature
+        if prior_correction is not None:
+            colorizer.bins.prior_correction = prior_correction
+    decoding = ({"temperature": colorizer.bins.temperature, "prior_correction": colorizer.bins.prior_correction}
+                if colorizer.bins is not None else None)
+    data = _data_for(ckpt, data)
+    split = _split(ckpt, data)
+    test_idx = colour_indices(data.images, split.test)
+    real = luma(_as_float(data.images[test_idx[: options.parity_images]]))
+    stride = graphs.colorizer_stride(colorizer)
+    graph = graphs.ColorizerGraph(colorizer).eval()
+    print(f"exporting {ckpt['name']} from {_relative(ckpt_file)}" + (f" with decoding {decoding}" if decoding else ""))
+    path = out / FILES["colorizer"]
+    cases = _image_cases(real, stride)
+    diffs = _export_one(graph, graphs.COLORIZER_SPEC, cases["random_32x32"], stride, path, options, cases)
+    test = _as_float(data.images[test_idx])
+    metrics = score_colorizer(path, test, options.eval_batch_size)
+    baseline = grayscale_baseline(data.images, test_idx)
+    return {**_common_facts(ckpt, ckpt_file, options), "role": "colorizer", "name": ckpt["name"], "stride": stride,
+            "decoding": decoding, "parameters": colorizer.num_parameters(), "parity": diffs,
+            "test": {"images": len(test_idx), "grayscale_images_left_out": len(split.test) - len(test_idx),
+                     **metrics, "grayscale_baseline": baseline}}
+
+
+def export_models(autoencoders: list[Path], colorizer: Path | None, out: Path, options: ExportOptions = ExportOptions(),
+                  data: ImageArray | None = None, temperature: float | None = None, prior_correction: float | None = None,
+                  triton_dir: Path | None = None, command: str | None = None) -> dict:
+    """Export the chosen autoencoder (by the rule in export.choose) and the colorizer; returns the manifest."""
+    if not autoencoders and colorizer is None:
+        raise ValueError("nothing to export: give autoencoder run(s), a colorizer run, or both")
+    out = Path(out)
+    staging = out.with_name(out.name + ".partial")
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir(parents=True)
+    entries: dict[str, dict] = {}
+    selection = None
+    if autoencoders:
+        candidates = evaluate_candidates(autoencoders, data)
+        chosen: Candidate = choose(candidates)
+        selection = {"rule": RULE, "chosen": chosen.row(), "candidates": [c.row() for c in candidates]}
+        print(f"chosen autoencoder: {chosen.name} (test PSNR {chosen.psnr:.2f} dB vs PCA {chosen.pca_psnr:.2f} dB at "
+              f"{chosen.latent_size} values: {chosen.margin:+.2f} dB) of {len(candidates)} candidate(s)")
+        entries.update(export_autoencoder(chosen.run, staging, options, data, selection))
+    if colorizer is not None:
+        entries["colorizer"] = export_colorizer(colorizer, staging, options, data, temperature, prior_correction)
+
+    for role, facts in entries.items():
+        path = staging / FILES[role]
+        facts.update({"file": FILES[role], **io_description(path)})
+        describe(path, facts, doc=model_card.ROLE_DOCS[role])
+    for role, facts in entries.items():  # checksums after the metadata is in the files
+        facts["sha256"] = sha256(staging / FILES[role])
+        facts["bytes"] = (staging / FILES[role]).stat().st_size
+    manifest = {
+        "format": "cae-models/1",
+        "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "versions": {"torch": torch.__version__, "onnx": onnx.__version__, "onnxruntime": ort.__version__},
+        "command": command,
+        "selection": selection,
+        "models": entries,
+    }
+    (staging / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
+    (staging / model_card.CARD).write_text(model_card.render(manifest))
+    # Replace the output folder only once everything passed, so a failed export leaves the old models intact.
+    if out.exists():
+        shutil.rmtree(out)
+    staging.rename(out)
+    if triton_dir is not None:
+        triton.write_repository(out, manifest, Path(triton_dir))
+    return manifest
+
+
+def verify(models_dir: Path) -> dict:
+    """Re-check a models folder against its manifest: every file present with its recorded checksum."""
+    models_dir = Path(models_dir)
+    manifest = json.loads((models_dir / MANIFEST).read_text())
+    for role, facts in manifest["models"].items():
+        path = models_dir / facts["file"]
+        if not path.is_file():
+            raise FileNotFoundError(f"{path}: listed in {MANIFEST} but missing")
+        if sha256(path) != facts["sha256"]:
+            raise ValueError(f"{path}: sha256 does not match {MANIFEST}")
+    return manifest
+

@@ -1,0 +1,147 @@
+import json
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+import torch
+
+from export.choose import Candidate, choose
+from export.exporter import FILES, MANIFEST, ExportOptions, export_models, verify
+from export.onnx_export import ParityError, parity, read_metadata
+from export import graphs
+from training.color import luma
+from training.train import CHECKPOINT, load_checkpoint, model_from_checkpoint
+
+
+def run(models, role, x):
+    sess = ort.InferenceSession(str(models / FILES[role]), providers=["CPUExecutionProvider"])
+    return sess.run(None, {sess.get_inputs()[0].name: x.astype(np.float32)})[0]
+
+
+def test_the_contract_names_types_and_dynamic_axes(exported_models):
+    models, manifest = exported_models
+    expected = {"encoder": ("image", ["N", 3, "H", "W"], "latent"), "decoder": ("latent", None, "image"),
+                "colorizer": ("gray", ["N", 1, "H", "W"], "image")}
+    for role, (inp, shape, outp) in expected.items():
+        graph = onnx.load(str(models / FILES[role])).graph
+        assert [i.name for i in graph.input] == [inp] and [o.name for o in graph.output] == [outp]
+        assert graph.input[0].type.tensor_type.elem_type == onnx.TensorProto.FLOAT
+        assert graph.output[0].type.tensor_type.elem_type == onnx.TensorProto.FLOAT
+        dims = [d.dim_param or d.dim_value for d in graph.input[0].type.tensor_type.shape.dim]
+        if shape:
+            assert dims == shape
+        assert manifest["models"][role]["inputs"][0]["shape"] == dims
+
+
+@pytest.mark.parametrize("n,h,w", [(1, 32, 32), (3, 64, 96), (2, 16, 48)])
+def test_any_batch_and_size_that_is_a_multiple_of_the_stride(exported_models, n, h, w):
+    models, manifest = exported_models
+    enc = manifest["models"]["encoder"]
+    x = np.random.default_rng(0).random((n, 3, h, w), dtype=np.float32)
+    z = run(models, "encoder", x)
+    assert z.shape == (n, enc["latent_channels"], h // enc["stride"], w // enc["stride"])
+    y = run(models, "decoder", z)
+    assert y.shape == x.shape and y.min() >= 0 and y.max() <= 1
+    rgb = run(models, "colorizer", luma(torch.from_numpy(x)).numpy())
+    assert rgb.shape == x.shape and rgb.min() >= 0 and rgb.max() <= 1
+
+
+def test_colorizer_takes_luma_and_keeps_its_lightness(exported_models):
+    """The graph turns Y into the model's own gray channel (Lab L): the output's L is the input's."""
+    from kornia.color import rgb_to_lab
+
+    models, _ = exported_models
+    y = torch.rand(2, 1, 32, 32) * 0.8 + 0.1
+    rgb = torch.from_numpy(run(models, "colorizer", y.numpy()))
+    l_in = rgb_to_lab(y.expand(-1, 3, -1, -1))[:, 0]
+    l_out = rgb_to_lab(rgb)[:, 0]
+    assert (l_out - l_in).abs().median() < 1.0  # in L units (0-100); only clipped out-of-gamut pixels differ
+
+
+def test_manifest_checksums_and_metadata_describe_the_files(exported_models):
+    models, manifest = exported_models
+    assert verify(models) == json.loads((models / MANIFEST).read_text())
+    for role, facts in manifest["models"].items():
+        stored = read_metadata(models / facts["file"])
+        assert stored == {k: v for k, v in facts.items() if k not in ("sha256", "bytes")}
+        assert facts["opset"] == 18 and facts["exporter"] == "dynamo"
+        assert max(facts["parity"].values()) <= 1e-4
+        assert facts["checkpoint"]["sha256"] and facts["data"]["split_seed"] == 0
+        assert set(facts["test"]) >= {"images", "psnr", "ssim"}
+    assert manifest["models"]["encoder"]["test"]["pca_psnr"] == manifest["selection"]["chosen"]["pca_psnr"]
+    card = (models / "MODEL_CARD.md").read_text()
+    assert manifest["models"]["encoder"]["sha256"][:12] in card and "PCA" in card and "## Limits" in card
+
+
+def test_a_tampered_file_fails_verification(exported_models, tmp_path):
+    models, _ = exported_models
+    copy = shutil.copytree(models, tmp_path / "models")
+    with open(copy / "decoder.onnx", "ab") as f:
+        f.write(b"\0")
+    with pytest.raises(ValueError, match="sha256 does not match"):
+        verify(copy)
+    (copy / "encoder.onnx").unlink()
+    with pytest.raises(FileNotFoundError, match="missing"):
+        verify(copy)
+
+
+def test_exported_metrics_match_pytorch_on_the_test_split(exported_models, tiny_runs):
+    _, manifest = exported_models
+    chosen = manifest["selection"]["chosen"]["run"]
+    ckpt = load_checkpoint(f"{chosen}/{CHECKPOINT}")
+    assert manifest["models"]["encoder"]["test"]["psnr"] == pytest.approx(ckpt["state"]["test"]["psnr"], abs=1e-3)
+
+
+def test_the_rule_picks_the_largest_margin_over_pca_within_the_latent_limit():
+    def c(name, latent, psnr, pca):
+        return Candidate(run=name, name=name, latent_size=latent, epochs=1, fraction=1.0, psnr=psnr, pca_psnr=pca)
+
+    cands = [c("a", 64, 22.0, 21.4), c("b", 128, 24.5, 23.7), c("c", 2048, 40.0, 30.0), c("d", 32, 20.0, 20.0)]
+    assert choose(cands).name == "b"  # +0.8 beats +0.6; c is over the latent limit
+    assert choose([c("x", 64, 21.0, 21.4), c("y", 32, 19.0, 19.2)]).name == "y"  # all below PCA: the smallest gap
+    with pytest.raises(ValueError, match="at most 1024"):
+        choose([c("c", 2048, 40.0, 30.0)])
+
+
+def test_parity_failure_is_loud(exported_models, tiny_runs):
+    models, manifest = exported_models
+    model = model_from_checkpoint(load_checkpoint(f"{manifest['selection']['chosen']['run']}/{CHECKPOINT}"))
+    with torch.no_grad():
+        next(model.parameters()).add_(0.5)  # PyTorch now differs from the exported file
+    with pytest.raises(ParityError, match="differs from PyTorch"):
+        parity(graphs.EncoderGraph(model), models / "encoder.onnx", {"random": torch.rand(2, 3, 32, 32)}, 1e-4)
+
+
+def test_torchscript_exporter_and_triton_repository(tiny_runs, tmp_path):
+    manifest = export_models([tiny_runs["study"]], None, tmp_path / "models", ExportOptions(exporter="torchscript", opset=17),
+                             triton_dir=tmp_path / "triton")
+    assert set(manifest["models"]) == {"encoder", "decoder"}
+    assert manifest["models"]["encoder"]["exporter"] == "torchscript" and manifest["models"]["encoder"]["opset"] == 17
+    x = np.random.default_rng(1).random((2, 3, 64, 32), dtype=np.float32)
+    assert run(tmp_path / "models", "decoder", run(tmp_path / "models", "encoder", x)).shape == x.shape
+    config = (tmp_path / "triton/encoder/config.pbtxt").read_text()
+    assert 'name: "image"' in config and "dims: [ 3, -1, -1 ]" in config and "dynamic_batching" in config
+    assert (tmp_path / "triton/decoder/1/model.onnx").read_bytes() == (tmp_path / "models/decoder.onnx").read_bytes()
+
+
+def test_a_failed_export_keeps_the_previous_models(exported_models, tiny_runs, tmp_path):
+    models = shutil.copytree(exported_models[0], tmp_path / "models")
+    before = (models / MANIFEST).read_text()
+    with pytest.raises(ParityError):
+        export_models([tiny_runs["residual"]], None, models, ExportOptions(tolerance=0.0 - 1.0))
+    assert (models / MANIFEST).read_text() == before
+    assert verify(models)
+
+
+def test_cli_errors_are_one_line(tiny_runs, tmp_path):
+    proc = subprocess.run([sys.executable, "-m", "training.cli", "export", "--autoencoder", str(tiny_runs["colorizer"]),
+                           "--out", str(tmp_path / "m")], capture_output=True, text=True)
+    assert proc.returncode == 2
+    assert "is a colorization run, not an autoencoder" in proc.stderr and "Traceback" not in proc.stderr
+    proc = subprocess.run([sys.executable, "-m", "training.cli", "export", "--autoencoder", str(tmp_path / "nowhere")],
+                          capture_output=True, text=True)
+    assert proc.returncode == 2 and "no checkpoint.pt" in proc.stderr
