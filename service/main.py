@@ -1,0 +1,69 @@
+"""The ASGI app: `uvicorn service.main:app`, or `cae serve`.
+
+Models are loaded in the lifespan, checked against their manifest checksums and warmed up before
+/readyz says ready; a model folder that cannot be served stops the startup with the reason. This
+module never imports torch or the training code.
+"""
+
+from __future__ import annotations
+
+import logging
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+
+from service import errors
+from service.batching import Batcher
+from service.deps import Runtime
+from service.metrics import Metrics
+from service.middleware import BodyTooLarge, ServiceMiddleware
+from service.models import load_models, warm_up
+from service.routers import health, inference, v2
+from service.settings import Settings
+
+log = logging.getLogger("cae.service")
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or Settings()
+    metrics = Metrics()
+    runtime = Runtime(settings, metrics)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        runtime.models = load_models(settings.model_dir, settings.providers, settings.intra_op_threads)
+        if settings.warmup:
+            warm_up(runtime.models)
+        runtime.batchers = {role: Batcher(m, metrics, settings.max_batch_size, settings.max_batch_wait_ms / 1000, settings.batching)
+                            for role, m in runtime.models.items()}
+        for batcher in runtime.batchers.values():
+            batcher.start()
+        runtime.ready = True
+        log.info("ready: %s", ", ".join(f"{r} ({m.name} v{m.version}, {m.providers[0]})" for r, m in runtime.models.items()))
+        try:
+            yield
+        finally:
+            # uvicorn has stopped accepting and finished in-flight requests by now (graceful shutdown).
+            runtime.draining = True
+            for batcher in runtime.batchers.values():
+                await batcher.stop()
+
+    app = FastAPI(title="cae", version="0.1.0", lifespan=lifespan,
+                  description="Convolutional autoencoders served with onnxruntime: reconstruct, colorize, encode, decode.")
+    app.state.runtime = runtime
+    errors.install(app)
+
+    @app.exception_handler(BodyTooLarge)
+    async def body_too_large(request, exc):
+        return errors.error_response(413, "body_too_large", f"the request body is larger than the limit of "
+                                     f"{settings.max_body_bytes:,} bytes (CAE_MAX_BODY_BYTES)")
+
+    app.include_router(health.router)
+    app.include_router(inference.router)
+    app.include_router(v2.router)
+    app.add_middleware(ServiceMiddleware, metrics=metrics, max_body_bytes=settings.max_body_bytes,
+                       max_concurrency=settings.max_concurrency)
+    return app
+
+
+app = create_app()

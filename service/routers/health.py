@@ -1,0 +1,46 @@
+"""Probes, model listing, Prometheus metrics and the web page."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from fastapi import APIRouter, Depends
+from fastapi.responses import HTMLResponse, JSONResponse, Response
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from service.deps import Runtime, get_runtime, require_api_key
+from service.errors import error_body
+
+router = APIRouter(tags=["service"])
+PAGE = Path(__file__).resolve().parent.parent / "static" / "index.html"
+
+
+@router.get("/healthz", summary="Liveness: the process is up")
+async def healthz():
+    return {"status": "ok"}
+
+
+@router.get("/readyz", summary="Readiness: models loaded and warmed up, not draining (503 otherwise)")
+async def readyz(runtime: Runtime = Depends(get_runtime)):
+    if runtime.ready and not runtime.draining:
+        return {"status": "ready", "models": sorted(runtime.models)}
+    reason = "draining" if runtime.draining else "loading"
+    return JSONResponse(error_body(503, reason, f"not ready: {reason}"), status_code=503, headers={"Retry-After": "1"})
+
+
+@router.get("/v1/models", summary="The models served: names, versions, shapes, providers and test metrics",
+            dependencies=[Depends(require_api_key)])
+async def list_models(runtime: Runtime = Depends(get_runtime)):
+    return {"models": [m.describe() for m in runtime.models.values()],
+            "batching": {"enabled": runtime.settings.batching, "max_batch_size": runtime.settings.max_batch_size,
+                         "max_batch_wait_ms": runtime.settings.max_batch_wait_ms}}
+
+
+@router.get("/metrics", summary="Prometheus metrics", response_class=Response)
+async def metrics(runtime: Runtime = Depends(get_runtime)):
+    return Response(generate_latest(runtime.metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+
+@router.get("/", include_in_schema=False, response_class=HTMLResponse)
+async def page():
+    return HTMLResponse(PAGE.read_text())

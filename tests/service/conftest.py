@@ -1,0 +1,45 @@
+import io
+
+import numpy as np
+import pytest
+from fastapi.testclient import TestClient
+from PIL import Image
+
+from service.main import create_app
+from service.settings import Settings
+
+
+def png(size=(32, 32), mode="RGB", seed=0, fmt="PNG", **save) -> bytes:
+    rng = np.random.default_rng(seed)
+    channels = {"RGB": 3, "RGBA": 4, "L": None, "CMYK": 4, "LA": 2}[mode]
+    shape = (size[1], size[0]) + ((channels,) if channels else ())
+    img = Image.fromarray(rng.integers(0, 256, shape, dtype=np.uint8), mode)
+    buf = io.BytesIO()
+    img.save(buf, fmt, **save)
+    return buf.getvalue()
+
+
+@pytest.fixture(scope="session")
+def model_dir(exported_models):
+    return exported_models[0]
+
+
+@pytest.fixture
+def make_client(model_dir):
+    """A TestClient on a fresh app (lifespan run) with the given settings over the test-exported models."""
+    clients = []
+
+    def make(**settings):
+        client = TestClient(create_app(Settings(model_dir=model_dir, **settings)), raise_server_exceptions=False)
+        client.__enter__()
+        clients.append(client)
+        return client
+
+    yield make
+    for c in clients:
+        c.__exit__(None, None, None)
+
+
+@pytest.fixture
+def client(make_client):
+    return make_client()
