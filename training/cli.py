@@ -188,6 +188,14 @@ def cmd_export(args) -> int:
     return 0
 
 
+def cmd_serve(args) -> int:
+    # The service never imports torch; neither does this command.
+    from service.serve import serve
+
+    serve(host=args.host, port=args.port, insecure=args.insecure, workers_log_level=args.log_level)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="cae", description="Convolutional autoencoders: train, sweep, export, serve.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -255,6 +263,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data", default=None, help="images to evaluate on, if not the checkpoints' own data source")
     p.add_argument("--triton", metavar="DIR", help="also write a Triton model repository here")
     p.set_defaults(func=cmd_export)
+
+    p = sub.add_parser("serve", help="run the HTTP service (settings: CAE_* environment variables, see README)",
+                       description="Serve models/ (or $CAE_MODEL_DIR) over HTTP with onnxruntime.")
+    p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1; others need CAE_API_KEY or --insecure)")
+    p.add_argument("--port", type=int, default=8000, help="(default 8000)")
+    p.add_argument("--insecure", action="store_true", help="allow a non-loopback address without an API key")
+    p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    p.set_defaults(func=cmd_serve)
 
     from training.download import CIFAR10_MD5, CIFAR10_URL
 

@@ -1,0 +1,125 @@
+import asyncio
+import subprocess
+import sys
+
+import httpx
+import numpy as np
+import pytest
+
+from service.main import create_app
+from service.models import ModelLoadError
+from service.settings import Settings
+from tests.service.conftest import png
+
+
+def test_probes_models_and_metrics(client):
+    assert client.get("/healthz").json() == {"status": "ok"}
+    assert client.get("/readyz").json()["status"] == "ready"
+    models = client.get("/v1/models").json()
+    roles = {m["role"]: m for m in models["models"]}
+    assert set(roles) == {"encoder", "decoder", "colorizer"}
+    assert roles["encoder"]["providers"] == ["CPUExecutionProvider"]
+    assert roles["encoder"]["inputs"][0]["name"] == "image" and "psnr" in roles["encoder"]["test"]
+    client.post("/reconstruct", content=png(), headers={"content-type": "image/png"})
+    client.post("/reconstruct", content=b"junk", headers={"content-type": "image/png"})
+    text = client.get("/metrics").text
+    for name in ("cae_requests_total", "cae_request_seconds_bucket", "cae_inference_seconds_bucket", "cae_batch_size_bucket",
+                 "cae_queue_wait_seconds_bucket", "cae_rejections_total"):
+        assert name in text
+    assert 'cae_requests_total{route="/reconstruct",status="200"} 1.0' in text
+    assert 'cae_requests_total{route="/reconstruct",status="415"} 1.0' in text
+    assert client.get("/docs").status_code == 200 and "/reconstruct" in client.get("/openapi.json").json()["paths"]
+    page = client.get("/")
+    assert page.status_code == 200 and "<title>cae" in page.text
+
+
+def test_kserve_v2(client):
+    assert client.get("/v2/health/live").json() == {"live": True}
+    assert client.get("/v2/health/ready").json() == {"ready": True}
+    meta = client.get("/v2/models/encoder").json()
+    assert meta["inputs"] == [{"name": "image", "datatype": "FP32", "shape": [-1, 3, -1, -1]}]
+    assert client.get("/v2/models/encoder/ready").json()["ready"] is True
+    x = np.random.default_rng(0).random((2, 3, 32, 32), dtype=np.float32)
+    resp = client.post("/v2/models/encoder/infer", json={"id": "r1", "inputs": [
+        {"name": "image", "shape": list(x.shape), "datatype": "FP32", "data": x.ravel().tolist()}]})
+    assert resp.status_code == 200
+    out = resp.json()
+    assert out["id"] == "r1" and out["model_name"] == "encoder" and out["outputs"][0]["name"] == "latent"
+    z = np.asarray(out["outputs"][0]["data"], np.float32).reshape(out["outputs"][0]["shape"])
+    # The same numbers as /encode on the same pixels (an exact 8-bit image).
+    dec = client.post("/v2/models/decoder/infer", json={"inputs": [
+        {"name": "latent", "shape": list(z.shape), "datatype": "FP32", "data": z.ravel().tolist()}]}).json()
+    assert dec["outputs"][0]["shape"] == [2, 3, 32, 32]
+
+
+@pytest.mark.parametrize("path,body,status", [
+    ("/v2/models/nothing/infer", {"inputs": [{"name": "image", "shape": [1, 3, 32, 32], "datatype": "FP32", "data": [0.0] * 3072}]}, 404),
+    ("/v2/models/encoder/infer", {"inputs": [{"name": "gray", "shape": [1, 3, 32, 32], "datatype": "FP32", "data": [0.0] * 3072}]}, 422),
+    ("/v2/models/encoder/infer", {"inputs": [{"name": "image", "shape": [1, 3, 32, 32], "datatype": "INT8", "data": [0.0] * 3072}]}, 422),
+    ("/v2/models/encoder/infer", {"inputs": [{"name": "image", "shape": [1, 3, 32, 32], "datatype": "FP32", "data": [0.0] * 10}]}, 422),
+    ("/v2/models/encoder/infer", {"inputs": [{"name": "image", "shape": [1, 3, 30, 32], "datatype": "FP32", "data": [0.0] * 2880}]}, 422),
+    ("/v2/models/encoder/infer", {"inputs": [{"name": "image", "shape": [3, 32, 32], "datatype": "FP32", "data": [0.0] * 3072}]}, 422),
+    ("/v2/models/encoder/infer", {"inputs": []}, 422),
+])
+def test_kserve_v2_errors(client, path, body, status):
+    resp = client.post(path, json=body)
+    assert resp.status_code == status and resp.json()["error"]["message"]
+
+
+def test_startup_fails_loudly_on_a_tampered_model(model_dir, tmp_path):
+    import shutil
+
+    from fastapi.testclient import TestClient
+
+    bad = shutil.copytree(model_dir, tmp_path / "models")
+    with open(bad / "encoder.onnx", "ab") as f:
+        f.write(b"\0")
+    with pytest.raises(ModelLoadError, match="sha256 does not match"):
+        with TestClient(create_app(Settings(model_dir=bad))):
+            pass
+    with pytest.raises(ModelLoadError, match="CAE_PROVIDERS=cuda"):
+        with TestClient(create_app(Settings(model_dir=model_dir, providers="cuda"))):
+            pass
+    with pytest.raises(ModelLoadError, match="manifest.json not found"):
+        with TestClient(create_app(Settings(model_dir=tmp_path / "empty"))):
+            pass
+
+
+async def _burst(app, n: int, path="/reconstruct"):
+    transport = httpx.ASGITransport(app=app)
+    async with app.router.lifespan_context(app):
+        async with httpx.AsyncClient(transport=transport, base_url="http://test") as c:
+            return await asyncio.gather(*[c.post(path, content=png(seed=i), headers={"content-type": "image/png"}) for i in range(n)])
+
+
+def test_a_burst_beyond_the_queue_gets_exactly_the_expected_503s(model_dir):
+    # Requests wait 300 ms in the batcher, so all 10 are in flight at once; 4 are admitted.
+    app = create_app(Settings(model_dir=model_dir, max_concurrency=4, max_batch_wait_ms=300, max_batch_size=64))
+    responses = asyncio.run(_burst(app, 10))
+    codes = sorted(r.status_code for r in responses)
+    assert codes == [200] * 4 + [503] * 6
+    rejected = [r for r in responses if r.status_code == 503]
+    assert all(r.headers["retry-after"] == "1" and r.json()["error"]["code"] == "overloaded" for r in rejected)
+
+
+def test_dynamic_batching_groups_concurrent_requests(model_dir):
+    app = create_app(Settings(model_dir=model_dir, max_batch_wait_ms=200, max_batch_size=64))
+    responses = asyncio.run(_burst(app, 6))
+    assert all(r.status_code == 200 for r in responses)
+    metrics = app.state.runtime.metrics
+    # Two session runs (encoder, decoder) of 6 images each, not 12 runs of one.
+    assert metrics.batch_size.labels("encoder")._sum.get() == 6 and metrics.inference.labels("encoder")._sum.get() > 0
+    counts = {s.labels.get("le"): s.value for m in metrics.registry.collect() if m.name == "cae_batch_size" for s in m.samples
+              if s.name == "cae_batch_size_count" and s.labels.get("model") == "encoder"}
+    assert list(counts.values()) == [1.0]
+
+
+def test_inference_past_its_timeout_is_504(model_dir):
+    app = create_app(Settings(model_dir=model_dir, max_batch_wait_ms=500, inference_timeout_s=0.05))
+    (resp,) = asyncio.run(_burst(app, 1))
+    assert resp.status_code == 504 and resp.json()["error"]["code"] == "inference_timeout"
+
+
+def test_the_service_never_imports_torch():
+    code = "import sys, service.main; bad = [m for m in sys.modules if m.split('.')[0] in ('torch', 'training')]; assert not bad, bad"
+    subprocess.run([sys.executable, "-c", code], check=True, env={"CAE_MODEL_DIR": "/nonexistent", "PATH": ""})
