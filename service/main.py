@@ -11,6 +11,7 @@ import logging
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
+from starlette.requests import ClientDisconnect
 
 from service import errors
 from service.batching import Batcher
@@ -34,7 +35,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         runtime.models = load_models(settings.model_dir, settings.providers, settings.intra_op_threads)
         if settings.warmup:
             warm_up(runtime.models)
-        runtime.batchers = {role: Batcher(m, metrics, settings.max_batch_size, settings.max_batch_wait_ms / 1000, settings.batching)
+        runtime.batchers = {role: Batcher(m, metrics, settings.max_batch_size, settings.max_batch_wait_ms / 1000, settings.batching,
+                                         settings.inline_ms / 1000)
                             for role, m in runtime.models.items()}
         for batcher in runtime.batchers.values():
             batcher.start()
@@ -57,6 +59,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def body_too_large(request, exc):
         return errors.error_response(413, "body_too_large", f"the request body is larger than the limit of "
                                      f"{settings.max_body_bytes:,} bytes (CAE_MAX_BODY_BYTES)")
+
+    @app.exception_handler(ClientDisconnect)
+    async def client_gone(request, exc):
+        # Nobody is left to read it; answering keeps the disconnect out of the error log.
+        return errors.error_response(400, "client_disconnected", "the client closed the connection before sending the whole body")
 
     app.include_router(health.router)
     app.include_router(inference.router)

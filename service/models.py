@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -48,6 +49,7 @@ class Model:
     session: ort.InferenceSession
     input_name: str = field(init=False)
     output_name: str = field(init=False)
+    seconds_per_pixel: float = 0.0  # measured at warm-up; 0 until then
 
     def __post_init__(self):
         self.input_name = self.session.get_inputs()[0].name
@@ -109,10 +111,15 @@ def load_models(model_dir: Path, providers: str = "auto", intra_op_threads: int 
     return models
 
 
-def warm_up(models: dict[str, Model]) -> None:
-    """One run per model at the training size, so the first request does not pay for allocation."""
+def warm_up(models: dict[str, Model], runs: int = 5) -> None:
+    """Run each model a few times at the training size, so the first request does not pay for allocation,
+    and time it: the batcher uses the cost per output pixel to decide where a batch runs."""
     for model in models.values():
-        shape = model.facts["inputs"][0]["shape"]
-        c = int(shape[1])
         side = 32 if model.role != "decoder" else max(1, 32 // model.stride)
-        model.run(np.zeros((1, c, side, side), dtype=np.float32))
+        x = np.zeros((1, model.input_channels, side, side), dtype=np.float32)
+        times = []
+        for _ in range(runs):
+            started = time.perf_counter()
+            model.run(x)
+            times.append(time.perf_counter() - started)
+        model.seconds_per_pixel = sorted(times)[len(times) // 2] / (32 * 32)

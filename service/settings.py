@@ -21,7 +21,9 @@ class Settings(BaseSettings):
     intra_op_threads: int = Field(0, ge=0, description="onnxruntime threads per session (0: its default)")
     batching: bool = Field(True, description="group concurrent requests for a model into one session run")
     max_batch_size: int = Field(32, ge=1, description="most images in one grouped session run")
-    max_batch_wait_ms: float = Field(2.0, ge=0, description="longest a request waits for others to join its batch")
+    max_batch_wait_ms: float = Field(0.0, ge=0, description="extra wait for others to join a batch (0: take what is queued)")
+    inline_ms: float = Field(2.0, ge=0, description="session runs expected to be shorter run on the event loop "
+                             "(a thread hand-off costs more than a small run); longer ones in a thread")
     max_body_bytes: int = Field(10 * 1024 * 1024, ge=1, description="request body limit (413 beyond), chunked bodies too")
     max_pixels: int = Field(4096 * 4096, ge=1, description="largest image (width x height) decoded; checked from the header")
     max_images_per_request: int = Field(64, ge=1, description="most images in one batch request")
