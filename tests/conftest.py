@@ -91,3 +91,9 @@ def exported_models(tiny_runs, tmp_path_factory):
         mp.setenv("CAE_CACHE_DIR", str(out.parent / "cache"))
         manifest = export_models([tiny_runs["residual"], tiny_runs["study"]], tiny_runs["colorizer"], out)
     return out, manifest
+
+
+@pytest.fixture(scope="session")
+def model_dir(exported_models):
+    """The test-exported models/ folder (what the service and the client tests serve)."""
+    return exported_models[0]

@@ -19,11 +19,6 @@ def png(size=(32, 32), mode="RGB", seed=0, fmt="PNG", **save) -> bytes:
     return buf.getvalue()
 
 
-@pytest.fixture(scope="session")
-def model_dir(exported_models):
-    return exported_models[0]
-
-
 @pytest.fixture
 def make_client(model_dir):
     """A TestClient on a fresh app (lifespan run) with the given settings over the test-exported models."""

@@ -1,0 +1,103 @@
+"""cae-client: the service from the shell.
+
+    cae-client reconstruct in.png -o out.png
+    cae-client colorize gray.jpg -o colour.png --size native
+    cae-client encode in.png --json > latent.json
+    cae-client decode latent.json -o out.png
+    cae-client models
+
+The service address and key come from --url/--api-key or CAE_URL/CAE_API_KEY.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+
+from cae_client import Client
+from cae_client.errors import CaeError
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="cae-client", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--url", default=os.environ.get("CAE_URL", "http://127.0.0.1:8000"), help="service URL (env CAE_URL)")
+    parser.add_argument("--api-key", default=os.environ.get("CAE_API_KEY"), help="API key (env CAE_API_KEY)")
+    parser.add_argument("--timeout", type=float, default=30.0, help="seconds (default 30)")
+    sub = parser.add_subparsers(dest="command", required=True)
+    for name in ("reconstruct", "colorize"):
+        p = sub.add_parser(name, help=f"{name} images")
+        p.add_argument("images", nargs="+", type=Path)
+        p.add_argument("-o", "--output", type=Path, required=True, help="output file (one image) or folder (several)")
+        p.add_argument("--size", default="native", choices=["native", "32"])
+        p.add_argument("--format", default=None, choices=["png", "jpeg", "webp"], help="default: from the output suffix, else png")
+    p = sub.add_parser("encode", help="latent vectors of images")
+    p.add_argument("images", nargs="+", type=Path)
+    p.add_argument("--json", action="store_true", help="print JSON (what decode takes); default: a summary")
+    p.add_argument("--size", default="32", choices=["native", "32"])
+    p = sub.add_parser("decode", help="a latent (JSON from encode) back to an image")
+    p.add_argument("latent", type=Path, help="JSON file from `encode --json` (- for stdin)")
+    p.add_argument("-o", "--output", type=Path, required=True)
+    sub.add_parser("models", help="the models the service runs")
+    sub.add_parser("ready", help="exit 0 when the service is ready")
+    return parser
+
+
+def _format_for(path: Path, explicit: str | None) -> str:
+    if explicit:
+        return explicit
+    return {".jpg": "jpeg", ".jpeg": "jpeg", ".webp": "webp"}.get(path.suffix.lower(), "png")
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        with Client(base_url=args.url, api_key=args.api_key, timeout=args.timeout) as client:
+            if args.command in ("reconstruct", "colorize"):
+                fmt = _format_for(args.output, args.format) if len(args.images) == 1 else (args.format or "png")
+                method = getattr(client, f"{args.command}_batch")
+                results = method(args.images, size=args.size, format=fmt)
+                if len(results) == 1:
+                    results[0].image.save(args.output)
+                    print(args.output)
+                else:
+                    args.output.mkdir(parents=True, exist_ok=True)
+                    for src, r in zip(args.images, results):
+                        out = args.output / f"{src.stem}.{fmt}"
+                        r.image.save(out)
+                        print(out)
+            elif args.command == "encode":
+                latents = client.encode_batch(args.images, size=args.size)
+                if args.json:
+                    body = [{"model": z.model, "version": z.version, **z.to_json()} for z in latents]
+                    print(json.dumps(body[0] if len(body) == 1 else body))
+                else:
+                    for src, z in zip(args.images, latents):
+                        print(f"{src}: {z.model} v{z.version} latent {'x'.join(map(str, z.shape))} "
+                              f"(mean {z.latent.mean():.4f}, std {z.latent.std():.4f})")
+            elif args.command == "decode":
+                text = sys.stdin.read() if str(args.latent) == "-" else args.latent.read_text()
+                body = json.loads(text)
+                client.decode({"shape": body["shape"], "latent": body["latent"]}, format=_format_for(args.output, None)).image.save(args.output)
+                print(args.output)
+            elif args.command == "models":
+                print(json.dumps(client.models(), indent=2))
+            elif args.command == "ready":
+                ok = client.ready()
+                print("ready" if ok else "not ready")
+                return 0 if ok else 1
+    except CaeError as e:
+        print(f"cae-client {args.command}: {e}", file=sys.stderr)
+        return 1
+    except (OSError, ValueError, KeyError) as e:
+        print(f"cae-client {args.command}: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
+
+
