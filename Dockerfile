@@ -1,14 +1,16 @@
 # The cae service: FastAPI + onnxruntime serving the shipped models/. No torch, no training code.
 #
-#   docker build -t cae .                                   # CPU image (default target)
-#   docker build --target gpu -t cae:gpu .                  # CUDA image (onnxruntime-gpu + CUDA/cuDNN wheels)
+#   docker build -t cae .                                               # CPU image
+#   docker build --build-arg VARIANT=gpu -t cae:gpu .                   # CUDA image: onnxruntime-gpu + CUDA/cuDNN wheels
 #   docker run -p 8000:8000 -e CAE_API_KEY=secret cae
-#   docker run --gpus all -p 8000:8000 -e CAE_API_KEY=secret cae:gpu
+#   docker run --gpus all -p 8000:8000 -e CAE_API_KEY=secret cae:gpu   # needs the NVIDIA container toolkit
 #
 # Settings: CAE_* environment variables (README, "Service settings").
 ARG BASE_IMAGE=python:3.11-slim
+FROM ${BASE_IMAGE}
 
-FROM ${BASE_IMAGE} AS base
+# cpu | gpu: which requirements file, and whether the service insists on the CUDA provider.
+ARG VARIANT=cpu
 ENV PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
     PIP_NO_CACHE_DIR=1 \
@@ -17,40 +19,28 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
 # A virtual environment works the same on the official image and on distributions that forbid
 # installing into the system Python (PEP 668).
 RUN python -m venv /opt/venv && pip install --upgrade pip==26.0.1
+
+# Dependencies first, in their own layer: changing the code or the models does not reinstall them.
+COPY service/requirements.txt service/requirements-gpu.txt /tmp/
+RUN if [ "$VARIANT" = gpu ]; then pip install -r /tmp/requirements-gpu.txt; \
+    elif [ "$VARIANT" = cpu ]; then pip install -r /tmp/requirements.txt; \
+    else echo "VARIANT must be cpu or gpu, got $VARIANT" >&2; exit 1; fi
+
 WORKDIR /app
+COPY service/ /app/service/
+COPY models/*.onnx models/manifest.json models/MODEL_CARD.md /app/models/
+# The models are read-only for the service's user: owned by root, no write bits.
+# (/ itself world-readable: some minimal base images are built from a private 0700 directory.)
+RUN chmod 0444 /app/models/* && chmod 0555 /app/models && chmod 0755 / \
+    && useradd --uid 10001 --no-create-home --shell /usr/sbin/nologin cae
+USER 10001
+
 ENV CAE_MODEL_DIR=/app/models \
     CAE_HOST=0.0.0.0 \
-    CAE_PORT=8000
+    CAE_PORT=8000 \
+    CAE_PROVIDERS=auto
+# (In the GPU image, -e CAE_PROVIDERS=cuda makes startup fail rather than fall back to the CPU.)
 EXPOSE 8000
-
-# Dependencies first, in their own layer: code changes do not reinstall them.
-FROM base AS cpu-deps
-COPY service/requirements.txt /tmp/requirements.txt
-RUN pip install -r /tmp/requirements.txt
-
-FROM base AS gpu-deps
-COPY service/requirements-gpu.txt /tmp/requirements.txt
-RUN pip install -r /tmp/requirements.txt
-
-FROM cpu-deps AS cpu
-COPY service/ /app/service/
-# The models are read-only for the service's user: owned by root, no write bits.
-COPY --chmod=0444 models/*.onnx models/manifest.json models/MODEL_CARD.md /app/models/
-RUN chmod 0555 /app/models && useradd --system --uid 10001 --no-create-home cae
-USER 10001
 HEALTHCHECK --interval=10s --timeout=3s --start-period=20s --retries=3 \
     CMD ["python", "-c", "import os, urllib.request; urllib.request.urlopen('http://127.0.0.1:%s/healthz' % os.environ.get('CAE_PORT', '8000'), timeout=2)"]
 CMD ["python", "-m", "service"]
-
-FROM gpu-deps AS gpu
-ENV CAE_PROVIDERS=cuda
-COPY service/ /app/service/
-COPY --chmod=0444 models/*.onnx models/manifest.json models/MODEL_CARD.md /app/models/
-RUN chmod 0555 /app/models && useradd --system --uid 10001 --no-create-home cae
-USER 10001
-HEALTHCHECK --interval=10s --timeout=3s --start-period=30s --retries=3 \
-    CMD ["python", "-c", "import os, urllib.request; urllib.request.urlopen('http://127.0.0.1:%s/healthz' % os.environ.get('CAE_PORT', '8000'), timeout=2)"]
-CMD ["python", "-m", "service"]
-
-# The default target: the CPU image.
-FROM cpu

@@ -11,6 +11,22 @@ IMAGE=${IMAGE:-cae-smoke:latest}
 PORT=${PORT:-18123}
 KEY="smoke-$RANDOM$RANDOM"
 
+# A base whose / is private (0700: the local stand-in, made from a mktemp directory) cannot run a
+# non-root user at all; re-import its files under a normal / (a layer cannot change / itself).
+if [[ "$(docker run --rm --network host "$BASE_IMAGE" stat -c %a / 2>/dev/null)" == 700 ]]; then
+  fixed="${BASE_IMAGE}-rootfix"
+  if ! docker image inspect "$fixed" >/dev/null 2>&1; then
+    echo "[smoke] $BASE_IMAGE has a private /; re-importing it as $fixed"
+    changes=()
+    while IFS= read -r e; do [[ -n "$e" ]] && changes+=(-c "ENV $e"); done \
+      < <(docker inspect -f '{{range .Config.Env}}{{println .}}{{end}}' "$BASE_IMAGE")
+    tmp=$(docker create "$BASE_IMAGE" true)
+    docker export "$tmp" | docker import "${changes[@]}" -c 'CMD ["python3"]' - "$fixed" >/dev/null
+    docker rm "$tmp" >/dev/null
+  fi
+  BASE_IMAGE=$fixed
+fi
+
 echo "[smoke] building $IMAGE on $BASE_IMAGE"
 docker build --network host --build-arg BASE_IMAGE="$BASE_IMAGE" -t "$IMAGE" . >/tmp/cae-smoke-build.log 2>&1 \
   || { tail -40 /tmp/cae-smoke-build.log; exit 1; }
