@@ -101,7 +101,8 @@ def cmd_sweep(args) -> int:
     if args.only:
         wanted = {config_from_name(n).name for n in args.only}
         configs = [c for c in configs if c.name in wanted] or [config_from_name(n) for n in args.only]
-    results = sweep(configs, config, out=args.out, workers=args.workers, progress=not args.quiet)
+    results = sweep(configs, config, out=args.out, workers=args.workers, progress=not args.quiet, backend=args.backend,
+                    address=args.address, cpus_per_trial=args.cpus_per_trial, gpus_per_trial=args.gpus_per_trial)
     print(f"{len(results)}/{len(configs)} trials finished; table: {Path(args.out) / 'results.md'}")
     if not args.no_figures and results:
         sweep_figures(Path(args.out), results)
@@ -212,7 +213,12 @@ def build_parser() -> argparse.ArgumentParser:
     _add_data_args(p, fraction=0.1, epochs=10, batch_size=32, lr=1e-3)
     p.add_argument("--activation", default="relu", choices=["relu", "sigmoid"], help="hidden activation for all (default relu)")
     p.add_argument("--only", nargs="+", metavar="NAME", help="only these configuration names")
-    p.add_argument("--workers", type=int, default=1, help="trials in parallel, each in its own process (default 1)")
+    p.add_argument("--workers", type=int, default=1, help="local backend: trials in parallel, each in its own process (default 1)")
+    p.add_argument("--backend", default="local", choices=["local", "ray"], help="where trials run (default local)")
+    p.add_argument("--address", default=None, help="ray backend: cluster address, e.g. ray://head:10001 or auto "
+                   "(default: $RAY_ADDRESS, else a Ray instance started for this sweep)")
+    p.add_argument("--cpus-per-trial", type=float, default=1, help="ray backend: CPUs reserved per trial (default 1)")
+    p.add_argument("--gpus-per-trial", type=float, default=0, help="ray backend: GPUs per trial, fractions share one (default 0)")
     p.add_argument("--out", default="results/sweep", help="sweep folder (default results/sweep)")
     p.add_argument("--no-figures", action="store_true", help="skip Fig. 2 and Fig. 3")
     p.set_defaults(func=cmd_sweep)

@@ -8,6 +8,10 @@
 
 A trial counts as finished only once its line is in results.jsonl with the same training settings;
 a restarted sweep skips those and resumes the rest.
+
+Backends: `local` (the default: in this process, or `workers` spawned processes) and `ray` (one Ray task
+per trial on an existing cluster, each with its own CPUs/GPU). Either way only the driver writes the
+store, as each trial's result comes back, so resume works the same: a finished trial is never run again.
 """
 
 from __future__ import annotations
@@ -103,12 +107,51 @@ def _run_trial(model_config: AutoencoderConfig, config: TrainConfig, trial_dir: 
     return train(model_config, config, out=trial_dir, progress=False)
 
 
+def _run_ray(todo, config: TrainConfig, out: Path, data, landed, address: str | None, cpus_per_trial: float,
+             gpus_per_trial: float) -> None:
+    """Each trial a Ray task; results come back to this driver, which stores them as they land."""
+    try:
+        import ray
+    except ImportError:
+        raise ValueError("the ray backend needs Ray: pip install -e '.[ray]'") from None
+    started_here = not ray.is_initialized()
+    if started_here:
+        ray.init(address=address, log_to_driver=False, include_dashboard=False)
+    try:
+        threads = max(1, int(cpus_per_trial))
+        remote = ray.remote(num_cpus=cpus_per_trial, num_gpus=gpus_per_trial, max_retries=2)(_run_ray_trial)
+        # The decoded images go to the object store once; workers need neither the data file nor its cache.
+        data_ref = ray.put(data)
+        pending = {remote.remote(c, config, str(out / "trials" / c.name), threads, data_ref): c for c in todo}
+        while pending:
+            done, _ = ray.wait(list(pending), num_returns=1)
+            for ref in done:
+                pending.pop(ref)
+                landed(ray.get(ref))
+    finally:
+        if started_here:
+            ray.shutdown()
+
+
+def _run_ray_trial(model_config, config: TrainConfig, trial_dir: str, threads: int, data) -> dict:
+    import torch
+
+    torch.set_num_threads(threads)
+    # The trial folder is on the worker's disk (shared with the driver on one machine or a shared
+    # filesystem, which also lets a re-run trial resume from its last epoch).
+    return train(model_config, config, out=trial_dir, data=data, progress=False)
+
+
 def sweep(
     configs: list[AutoencoderConfig] | None = None,
     config: TrainConfig = TrainConfig(**SWEEP_DEFAULTS),
     out: str | os.PathLike = "results/sweep",
     workers: int = 1,
     progress: bool = True,
+    backend: str = "local",
+    address: str | None = None,
+    cpus_per_trial: float = 1,
+    gpus_per_trial: float = 0,
 ) -> list[dict]:
     """Train every configuration not yet in `out`'s store; returns all finished results."""
     configs = configs if configs is not None else sweep_configs()
@@ -127,7 +170,11 @@ def sweep(
         bar.set_postfix(last=f"{result['name']} bce {result['test']['bce']:.4f}")
         bar.update()
 
-    if workers <= 1:
+    if backend not in ("local", "ray"):
+        raise ValueError(f"backend must be local or ray, got {backend!r}")
+    if backend == "ray" and todo:
+        _run_ray(todo, config, out, data, landed, address, cpus_per_trial, gpus_per_trial)
+    elif workers <= 1:
         for c in todo:
             landed(train(c, config, out=out / "trials" / c.name, data=data, progress=progress))
     else:
