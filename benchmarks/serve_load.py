@@ -117,6 +117,33 @@ def wrk(url: str, script: Path, connections: int, duration: float) -> dict:
     return {"rps": rps, "p50_ms": p50, "p99_ms": p99, "errors": errors}
 
 
+def breakdown(port: int) -> dict:
+    """Where a /reconstruct request's time went, from the service's own Prometheus metrics (means)."""
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    conn.request("GET", "/metrics")
+    text = conn.getresponse().read().decode()
+
+    def total(name: str, **labels) -> float:
+        want = ",".join(f'{k}="{v}"' for k, v in labels.items())
+        return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
+                   if line.startswith(name) and (not want or want in line))
+
+    requests = total("cae_request_seconds_count", route="/reconstruct")
+    if not requests:
+        return {}
+    out = {"request_ms": 1000 * total("cae_request_seconds_sum", route="/reconstruct") / requests}
+    for model in ("encoder", "decoder"):
+        runs = total("cae_batch_size_count", model=model)
+        images = total("cae_batch_size_sum", model=model)
+        out[f"{model}_mean_batch"] = images / runs
+        # A request waits for its whole batch's run: the run's time counts in full for each of its images.
+        out[f"{model}_inference_ms"] = 1000 * total("cae_inference_seconds_sum", model=model) / runs
+        out[f"{model}_queue_wait_ms"] = 1000 * total("cae_queue_wait_seconds_sum", model=model) / max(images, 1)
+    out["http_decode_encode_ms"] = out["request_ms"] - sum(out[f"{m}_{k}_ms"] for m in ("encoder", "decoder")
+                                                           for k in ("inference", "queue_wait"))
+    return {k: round(v, 3) for k, v in out.items()}
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--models", default="models", help="models folder (default models)")
@@ -152,6 +179,9 @@ def main(argv=None) -> int:
                     r = wrk(url, scripts[body], c, args.duration)
                     results["runs"].setdefault(name, {}).setdefault(body, {})[c] = r
                     print(f"{name:24s} {body:9s} c{c:<3d} {r['rps']:8.0f} req/s  p50 {r['p50_ms']:7.2f} ms  p99 {r['p99_ms']:7.2f} ms  errors {r['errors']}")
+            if app.startswith("service"):
+                results.setdefault("breakdown", {})[name] = breakdown(port)
+                print(f"{name}: mean per request over all points {results['breakdown'][name]}")
         finally:
             proc.terminate()
             proc.wait(30)

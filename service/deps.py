@@ -36,11 +36,13 @@ class Runtime:
         return await self.batchers[role].infer(items, self.settings.inference_timeout_s)
 
 
-def get_runtime(request: Request) -> Runtime:
+# Dependencies are `async def` on purpose: FastAPI runs plain `def` dependencies in a thread pool,
+# two thread hand-offs per request that cost more than the first model's whole inference.
+async def get_runtime(request: Request) -> Runtime:
     return request.app.state.runtime
 
 
-def require_api_key(request: Request) -> None:
+async def require_api_key(request: Request) -> None:
     key = request.app.state.runtime.settings.api_key
     if key is None:
         return

@@ -18,7 +18,8 @@ class Settings(BaseSettings):
     model_dir: Path = Field(SHIPPED_MODELS, description="folder with manifest.json and the ONNX files")
     providers: Literal["auto", "cpu", "cuda"] = Field(
         "auto", description="auto: CUDA when onnxruntime has it, else CPU; cuda: fail at startup unless CUDA loads")
-    intra_op_threads: int = Field(0, ge=0, description="onnxruntime threads per session (0: its default)")
+    intra_op_threads: int = Field(0, ge=0, description="onnxruntime threads per session run (0: all cores but one, "
+                                  "which is left to the event loop: HTTP, image decoding and encoding overlap inference)")
     batching: bool = Field(True, description="group concurrent requests for a model into one session run")
     max_batch_size: int = Field(32, ge=1, description="most images in one grouped session run")
     max_batch_wait_ms: float = Field(0.0, ge=0, description="extra wait for others to join a batch (0: take what is queued)")
