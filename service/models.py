@@ -93,8 +93,8 @@ def load_models(model_dir: Path, providers: str = "auto", intra_op_threads: int 
     manifest = json.loads(manifest_path.read_text())
     chosen = choose_providers(providers)
     options = ort.SessionOptions()
-    # Measured on 2 cores with the shipped model at 16 concurrent requests: onnxruntime on both cores
-    # 562 req/s with a p99 of 58 ms; on one, the other left to the event loop, 600 req/s and 46 ms.
+    # On 2 cores with the shipped model at 16 concurrent requests, onnxruntime on one core (the other
+    # left to the event loop's HTTP and PNG work) gave more requests/s and a lower p99 than on both.
     options.intra_op_num_threads = intra_op_threads or max(1, (os.cpu_count() or 1) - 1)
     models = {}
     for role, facts in manifest["models"].items():
