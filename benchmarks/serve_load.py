@@ -5,8 +5,8 @@
 Measures, on the same model and machine, one after the other:
 - the raw onnxruntime ceiling: in-process encoder+decoder runs per second at batch 1 and 64;
 - the minimal baseline (benchmarks/minimal_server.py), raw body and multipart;
-- the service (every feature on: validation, limits, metrics, queue), batching off and on, raw body
-  and multipart;
+- the service (every feature on: validation, limits, metrics, queue), batching off, on (the default:
+  runs cheaper than CAE_BATCH_MIN_RUN_MS skip the queue) and on for every request, raw body and multipart;
 each under uvicorn on loopback, driven by wrk (1 thread) at each concurrency. Prints a table and the
 ratios the targets are stated in, and writes them as JSON (--out). Needs wrk (Debian: apt-get install wrk).
 """
@@ -168,6 +168,9 @@ def main(argv=None) -> int:
         ("baseline", "benchmarks.minimal_server:app", {"raw": "/raw", "multipart": "/multipart"}, {}),
         ("service, batching off", "service.main:app", {"raw": "/reconstruct", "multipart": "/reconstruct"}, {"CAE_BATCHING": "false"}),
         ("service, batching on", "service.main:app", {"raw": "/reconstruct", "multipart": "/reconstruct"}, {"CAE_BATCHING": "true"}),
+        # The default lets runs cheaper than CAE_BATCH_MIN_RUN_MS skip the queue; this one queues every request.
+        ("service, queue all", "service.main:app", {"raw": "/reconstruct", "multipart": "/reconstruct"},
+         {"CAE_BATCHING": "true", "CAE_BATCH_MIN_RUN_MS": "0"}),
     ]
     for name, app, paths, env in configs:
         proc, port = start_server(app, {"CAE_MODEL_DIR": str(models), **env})
@@ -198,6 +201,7 @@ def main(argv=None) -> int:
             ratios[f"c{c}_multipart_vs_baseline_multipart"] = on["multipart"][c]["rps"] / base["multipart"][c]["rps"]
     if 64 in args.concurrency:
         ratios["c64_batching_on_vs_off"] = on["raw"][64]["rps"] / off["raw"][64]["rps"]
+        ratios["c64_queue_all_vs_off"] = runs["service, queue all"]["raw"][64]["rps"] / off["raw"][64]["rps"]
     results["ratios"] = {k: round(v, 3) for k, v in ratios.items()}
     print(json.dumps(results["ratios"], indent=2))
     if args.out:

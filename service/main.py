@@ -36,7 +36,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         if settings.warmup:
             warm_up(runtime.models)
         runtime.batchers = {role: Batcher(m, metrics, settings.max_batch_size, settings.max_batch_wait_ms / 1000, settings.batching,
-                                         settings.inline_ms / 1000)
+                                         settings.inline_ms / 1000, settings.batch_min_run_ms / 1000)
                             for role, m in runtime.models.items()}
         for batcher in runtime.batchers.values():
             batcher.start()

@@ -23,6 +23,8 @@ class Settings(BaseSettings):
     batching: bool = Field(True, description="group concurrent requests for a model into one session run")
     max_batch_size: int = Field(32, ge=1, description="most images in one grouped session run")
     max_batch_wait_ms: float = Field(0.0, ge=0, description="extra wait for others to join a batch (0: take what is queued)")
+    batch_min_run_ms: float = Field(0.25, ge=0, description="requests whose session run is expected shorter skip the "
+                                    "batching queue (it costs more than grouping saves on such runs); 0: queue all")
     inline_ms: float = Field(2.0, ge=0, description="session runs expected to be shorter run on the event loop "
                              "(a thread hand-off costs more than a small run); longer ones in a thread")
     max_body_bytes: int = Field(10 * 1024 * 1024, ge=1, description="request body limit (413 beyond), chunked bodies too")

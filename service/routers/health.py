@@ -33,7 +33,8 @@ async def readyz(runtime: Runtime = Depends(get_runtime)):
 async def list_models(runtime: Runtime = Depends(get_runtime)):
     return {"models": [m.describe() for m in runtime.models.values()],
             "batching": {"enabled": runtime.settings.batching, "max_batch_size": runtime.settings.max_batch_size,
-                         "max_batch_wait_ms": runtime.settings.max_batch_wait_ms}}
+                         "max_batch_wait_ms": runtime.settings.max_batch_wait_ms,
+                         "min_run_ms": runtime.settings.batch_min_run_ms}}
 
 
 @router.get("/metrics", summary="Prometheus metrics", response_class=Response)

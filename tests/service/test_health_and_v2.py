@@ -1,6 +1,7 @@
 import asyncio
 import subprocess
 import sys
+import time
 
 import httpx
 import numpy as np
@@ -94,7 +95,8 @@ async def _burst(app, n: int, path="/reconstruct"):
 
 def test_a_burst_beyond_the_queue_gets_exactly_the_expected_503s(model_dir):
     # Requests wait 300 ms in the batcher, so all 10 are in flight at once; 4 are admitted.
-    app = create_app(Settings(model_dir=model_dir, max_concurrency=4, max_batch_wait_ms=300, max_batch_size=64))
+    app = create_app(Settings(model_dir=model_dir, max_concurrency=4, max_batch_wait_ms=300, max_batch_size=64,
+                              batch_min_run_ms=0))
     responses = asyncio.run(_burst(app, 10))
     codes = sorted(r.status_code for r in responses)
     assert codes == [200] * 4 + [503] * 6
@@ -103,7 +105,7 @@ def test_a_burst_beyond_the_queue_gets_exactly_the_expected_503s(model_dir):
 
 
 def test_dynamic_batching_groups_concurrent_requests(model_dir):
-    app = create_app(Settings(model_dir=model_dir, max_batch_wait_ms=200, max_batch_size=64))
+    app = create_app(Settings(model_dir=model_dir, max_batch_wait_ms=200, max_batch_size=64, batch_min_run_ms=0))
     responses = asyncio.run(_burst(app, 6))
     assert all(r.status_code == 200 for r in responses)
     metrics = app.state.runtime.metrics
@@ -114,8 +116,23 @@ def test_dynamic_batching_groups_concurrent_requests(model_dir):
     assert list(counts.values()) == [1.0]
 
 
+def test_runs_too_cheap_to_batch_skip_the_queue(model_dir):
+    # Every run of these tiny models is expected under 10 s, so none waits the 500 ms for a batch.
+    app = create_app(Settings(model_dir=model_dir, max_batch_wait_ms=500, max_batch_size=64, batch_min_run_ms=10_000))
+    started = time.perf_counter()
+    responses = asyncio.run(_burst(app, 6))
+    assert all(r.status_code == 200 for r in responses) and time.perf_counter() - started < 5
+    metrics = app.state.runtime.metrics
+    assert metrics.batch_size.labels("encoder")._sum.get() == 6
+    assert metrics.queue_wait.labels("encoder")._sum.get() == 0  # never queued
+    counts = [s.value for m in metrics.registry.collect() if m.name == "cae_batch_size" for s in m.samples
+              if s.name == "cae_batch_size_count" and s.labels.get("model") == "encoder"]
+    assert counts == [6.0]  # six runs of one image
+
+
 def test_inference_past_its_timeout_is_504(model_dir):
-    app = create_app(Settings(model_dir=model_dir, max_batch_wait_ms=500, inference_timeout_s=0.05))
+    app = create_app(Settings(model_dir=model_dir, max_batch_wait_ms=500, inference_timeout_s=0.05,
+                              batch_min_run_ms=0))
     (resp,) = asyncio.run(_burst(app, 1))
     assert resp.status_code == 504 and resp.json()["error"]["code"] == "inference_timeout"
 

@@ -54,7 +54,7 @@ def rss_kib(pid: int) -> int:
 
 def test_sigterm_drains_in_flight_requests(model_dir):
     # Each request waits 1.5 s in the batcher: SIGTERM arrives while it is in flight.
-    proc, port = start(model_dir, CAE_MAX_BATCH_WAIT_MS="1500")
+    proc, port = start(model_dir, CAE_MAX_BATCH_WAIT_MS="1500", CAE_BATCH_MIN_RUN_MS="0")
     results = []
     worker = threading.Thread(target=lambda: results.append(post(port)))
     worker.start()
