@@ -18,6 +18,7 @@ Latent size = (H / compression**2) * (W / compression**2) * 8 * channel_factor.
 
 from __future__ import annotations
 
+import functools
 import itertools
 from dataclasses import asdict, dataclass
 
@@ -126,6 +127,39 @@ def config_from_name(name: str) -> AutoencoderConfig:
     return AutoencoderConfig(**kwargs)
 
 
+def upsample_conv(z: torch.Tensor, conv: nn.Conv2d, factor: int) -> torch.Tensor:
+    """conv(nearest_upsample(z, factor)), computed without upsampling: the same function, about twice as fast.
+
+    Each output pixel of a convolution over a nearest-upsampled map sees the low-resolution map through
+    a smaller kernel that depends only on the pixel's phase (its position within its factor x factor
+    block). So one convolution over the low-resolution map with factor^2 x out_channels kernels (the
+    conv's own taps summed per phase), followed by a pixel shuffle, gives the same outputs and, since
+    the kernels are computed from the conv's weights, the same gradients (up to float rounding). It
+    never builds the upsampled map, and its wider output suits the CPU's vector units: the first
+    model's decoder trains about 2x faster this way.
+    """
+    taps_list, low_pad = _phase_taps(factor, conv.kernel_size[0], conv.padding[0])
+    taps = torch.tensor(taps_list, dtype=conv.weight.dtype, device=conv.weight.device)
+    # (out, in, k, k) -> (out, phase_y, phase_x, in, K, K) -> (out * factor^2, in, K, K), pixel_shuffle's order.
+    w = torch.einsum("pod,qef,cidf->cpqioe", taps, taps, conv.weight)
+    w = w.reshape(conv.out_channels * factor * factor, conv.in_channels, *w.shape[-2:])
+    bias = conv.bias.repeat_interleave(factor * factor) if conv.bias is not None else None
+    return nn.functional.pixel_shuffle(nn.functional.conv2d(z, w, bias, padding=low_pad), factor)
+
+
+@functools.lru_cache(maxsize=None)
+def _phase_taps(factor: int, k: int, pad: int) -> tuple[list, int]:
+    """taps[p][o][d] = 1 where tap d of a k-tap kernel, at output phase p, reads low-resolution offset o."""
+    # Tap d at upsampled row factor*i + p reads upsampled row factor*i + p + d - pad, low-resolution row
+    # i + floor((p + d - pad) / factor): an offset from i that depends only on p and d.
+    offsets = [[(p + d - pad) // factor for d in range(k)] for p in range(factor)]
+    lowest = min(min(row) for row in offsets)
+    size = max(max(row) for row in offsets) - lowest + 1
+    taps = [[[int(row[d] - lowest == o) for d in range(k)] for o in range(size)] for row in offsets]
+    # Zero padding of the upsampled map is zero padding of the low-resolution map: pad by -lowest.
+    return taps, -lowest
+
+
 def _resample(factor: int, down: bool) -> nn.Module:
     if factor == 1:
         return nn.Identity()
@@ -144,9 +178,12 @@ class ConvAutoencoder(nn.Module):
             return nn.Conv2d(cin, cout, k, padding=k // 2)
 
         # (B, in, H, W) -> (B, c3, H/s^2, W/s^2); the latent passes the activation too, as in the study.
-        enc = [conv(config.in_channels, c1), act(), _resample(s, down=True)]
-        enc += [] if config.fewer_layers else [conv(c1, c2), act()]
-        enc += [_resample(s, down=True), conv(c1 if config.fewer_layers else c2, c3), act()]
+        # The study's order is conv, activation, pool. Max pooling commutes with a non-decreasing activation
+        # (ReLU, sigmoid): pooling first gives the same outputs and gradients while the activation and its
+        # backward touch a quarter of the values (about 5% of a training step of the first model).
+        enc = [conv(config.in_channels, c1), _resample(s, down=True)]
+        enc += [] if config.fewer_layers else [act(), conv(c1, c2)]
+        enc += [_resample(s, down=True), act(), conv(c1 if config.fewer_layers else c2, c3), act()]
         # (B, c3, H/s^2, W/s^2) -> (B, out, H, W) logits; decode() applies the sigmoid.
         dec = [_resample(s, down=False)]
         dec += [] if config.fewer_layers else [conv(c3, c2), act()]
@@ -160,11 +197,19 @@ class ConvAutoencoder(nn.Module):
 
     def decode_logits(self, z: torch.Tensor) -> torch.Tensor:
         """Pre-sigmoid output: training uses it for a numerically stable BCE."""
-        return self.decoder(z)
+        # The decoder's layers, except that each nearest upsampling and the convolution after it run as one
+        # cheaper sub-pixel convolution (upsample_conv: the same function).
+        layers, i = list(self.decoder), 0
+        while i < len(layers):
+            if isinstance(layers[i], nn.Upsample) and i + 1 < len(layers) and isinstance(layers[i + 1], nn.Conv2d):
+                z, i = upsample_conv(z, layers[i + 1], int(layers[i].scale_factor)), i + 2
+            else:
+                z, i = layers[i](z), i + 1
+        return z
 
     def decode(self, z: torch.Tensor) -> torch.Tensor:
         """latent -> (B, out, H, W) in [0, 1]."""
-        return torch.sigmoid(self.decoder(z))
+        return torch.sigmoid(self.decode_logits(z))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.decode(self.encode(x))

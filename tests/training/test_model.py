@@ -45,6 +45,48 @@ def test_every_sweep_model(config):
     assert config_from_name(config.name) == config
 
 
+def _study_order_encode(model: ConvAutoencoder, x: torch.Tensor) -> torch.Tensor:
+    """The study's layer order, conv -> activation -> pool, with the model's own convolutions."""
+    convs = [m for m in model.encoder if isinstance(m, torch.nn.Conv2d)]
+    act = torch.relu if model.config.activation == "relu" else torch.sigmoid
+    s = model.config.compression
+    pool = (lambda t: torch.nn.functional.max_pool2d(t, s)) if s > 1 else (lambda t: t)
+    x = pool(act(convs[0](x)))
+    if not model.config.fewer_layers:
+        x = act(convs[1](x))
+    return act(convs[-1](pool(x)))
+
+
+@pytest.mark.parametrize("config", SWEEP[::5] + [AutoencoderConfig(activation="sigmoid"), AutoencoderConfig(fewer_layers=True, activation="sigmoid")],
+                         ids=lambda c: c.name)
+def test_pooling_before_the_activation_is_the_studys_model(config):
+    # The model pools before the activation (cheaper); the outputs and gradients must be the study's.
+    torch.manual_seed(0)
+    model = ConvAutoencoder(config)
+    x = torch.rand(4, 3, 32, 32)
+    ours, reference = model.encode(x), _study_order_encode(model, x)
+    torch.testing.assert_close(ours, reference, rtol=0, atol=1e-6)
+    grads = [torch.autograd.grad(z.square().sum(), list(model.encoder.parameters())) for z in (ours, reference)]
+    for g_ours, g_reference in zip(*grads):
+        torch.testing.assert_close(g_ours, g_reference, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("config", SWEEP[::5] + [AutoencoderConfig(kernel_size=5, compression=4)], ids=lambda c: c.name)
+def test_the_sub_pixel_decoder_is_upsampling_then_convolution(config):
+    # decode_logits runs each upsample + conv as one sub-pixel convolution; the decoder's layers one by
+    # one (the study's model) must give the same outputs and gradients, at two sizes. In float64, so
+    # that only a real difference (not float32 summation order) could fail it.
+    torch.manual_seed(0)
+    model = ConvAutoencoder(config).double()
+    for height, width in ((32, 32), (48, 64)):
+        z = model.encode(torch.rand(2, 3, height, width, dtype=torch.float64)).detach()
+        ours, reference = model.decode_logits(z), model.decoder(z)
+        torch.testing.assert_close(ours, reference, rtol=1e-10, atol=1e-10)
+        grads = [torch.autograd.grad(y.square().sum(), list(model.decoder.parameters())) for y in (ours, reference)]
+        for g_ours, g_reference in zip(*grads):
+            torch.testing.assert_close(g_ours, g_reference, rtol=1e-10, atol=1e-10)
+
+
 def test_fully_convolutional_at_other_sizes():
     model = ConvAutoencoder(FIRST_MODEL)
     assert model(torch.rand(1, 3, 48, 64)).shape == (1, 3, 48, 64)
@@ -97,6 +139,15 @@ def test_residual_autoencoder_shapes_and_names(config):
     assert z[0].numel() == config.latent_size(32, 48)
     y = model.decode(z)
     assert y.shape == (2, config.out_channels, 32, 48) and (y >= 0).all() and (y <= 1).all()
+
+
+def test_the_residual_decoder_runs_sub_pixel_too():
+    torch.manual_seed(0)
+    model = ResidualAutoencoder(ResidualAutoencoderConfig(width=8, downsamplings=2, latent_channels=4)).double()
+    for p in model.parameters():
+        torch.nn.init.normal_(p, std=0.1)  # the residual blocks start at zero: make them count
+    z = torch.randn(2, 4, 8, 8, dtype=torch.float64)
+    torch.testing.assert_close(model.decode_logits(z), model.decoder(z), rtol=1e-10, atol=1e-10)
 
 
 def test_residual_latent_is_linear_and_blocks_start_as_identity():
