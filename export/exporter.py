@@ -40,6 +40,7 @@ class ExportOptions:
     opset: int = DEFAULT_OPSET
     tolerance: float = 1e-4  # max |ONNX - PyTorch| allowed, on outputs in [0, 1] or latents
     version: int = 1
+    decoder_form: str = "layers"  # layers | sub-pixel (export/graphs.py: DecoderGraph)
     parity_images: int = 8  # real images per parity case
     eval_batch_size: int = 500
 
@@ -140,7 +141,7 @@ def export_autoencoder(run: Path, out: Path, options: ExportOptions, data: Image
     split = _split(ckpt, data)
     real = _as_float(data.images[split.test[: options.parity_images]])
     stride, latent_channels = config.stride, config.latent_shape(config.stride, config.stride)[0]
-    enc_graph, dec_graph = graphs.EncoderGraph(model).eval(), graphs.DecoderGraph(model).eval()
+    enc_graph, dec_graph = graphs.EncoderGraph(model).eval(), graphs.DecoderGraph(model, options.decoder_form).eval()
     print(f"exporting {ckpt['name']} from {_relative(ckpt_file)}")
 
     image_cases = _image_cases(real, stride)
@@ -164,7 +165,7 @@ def export_autoencoder(run: Path, out: Path, options: ExportOptions, data: Image
     return {
         "encoder": {**common, "role": "encoder", "parity": enc_parity, "test": test_facts,
                     "parameters": sum(p.numel() for p in model.encoder.parameters())},
-        "decoder": {**common, "role": "decoder", "parity": dec_parity, "test": test_facts,
+        "decoder": {**common, "role": "decoder", "form": options.decoder_form, "parity": dec_parity, "test": test_facts,
                     "parameters": sum(p.numel() for p in model.decoder.parameters())},
     }
 

@@ -197,12 +197,17 @@ class ConvAutoencoder(nn.Module):
 
     def decode_logits(self, z: torch.Tensor) -> torch.Tensor:
         """Pre-sigmoid output: training uses it for a numerically stable BCE."""
-        # The decoder's layers, except that each nearest upsampling and the convolution after it run as one
-        # cheaper sub-pixel convolution (upsample_conv: the same function).
+        # The decoder's layers, except that nearest upsamplings (consecutive ones multiply) and the
+        # convolution after them run as one cheaper sub-pixel convolution (upsample_conv: the same function).
         layers, i = list(self.decoder), 0
         while i < len(layers):
-            if isinstance(layers[i], nn.Upsample) and i + 1 < len(layers) and isinstance(layers[i + 1], nn.Conv2d):
-                z, i = upsample_conv(z, layers[i + 1], int(layers[i].scale_factor)), i + 2
+            factor = 1
+            while i < len(layers) and isinstance(layers[i], nn.Upsample):
+                factor, i = factor * int(layers[i].scale_factor), i + 1
+            if factor > 1 and i < len(layers) and isinstance(layers[i], nn.Conv2d):
+                z, i = upsample_conv(z, layers[i], factor), i + 1
+            elif factor > 1:
+                z = nn.functional.interpolate(z, scale_factor=factor, mode="nearest")
             else:
                 z, i = layers[i](z), i + 1
         return z

@@ -128,6 +128,21 @@ def test_torchscript_exporter_and_triton_repository(tiny_runs, tmp_path):
     assert (tmp_path / "triton/decoder/1/model.onnx").read_bytes() == (tmp_path / "models/decoder.onnx").read_bytes()
 
 
+def test_the_sub_pixel_decoder_form(tiny_runs, exported_models, tmp_path):
+    # The same function as the decoder's layers: upsampling gone, DepthToSpace in, parity checked by the export.
+    manifest = export_models([tiny_runs["study"]], None, tmp_path / "models", ExportOptions(decoder_form="sub-pixel"))
+    assert manifest["models"]["decoder"]["form"] == "sub-pixel"
+    assert exported_models[1]["models"]["decoder"]["form"] == "layers"
+    ops = {n.op_type for n in onnx.load(tmp_path / "models/decoder.onnx").graph.node}
+    default_ops = {n.op_type for run_dir in [exported_models[0]] for n in onnx.load(run_dir / "decoder.onnx").graph.node}
+    assert "DepthToSpace" in ops and "Resize" not in ops and "DepthToSpace" not in default_ops
+    model = model_from_checkpoint(load_checkpoint(tiny_runs["study"] / CHECKPOINT)).eval()
+    latent = torch.rand(2, model.config.latent_shape()[0], 4, 6)
+    with torch.no_grad():
+        layers = torch.sigmoid(model.decoder(latent)).numpy()  # the study's layers, one by one
+    np.testing.assert_allclose(run(tmp_path / "models", "decoder", latent.numpy()), layers, atol=1e-5)
+
+
 def test_a_failed_export_keeps_the_previous_models(exported_models, tiny_runs, tmp_path):
     models = shutil.copytree(exported_models[0], tmp_path / "models")
     before = (models / MANIFEST).read_text()
