@@ -58,11 +58,11 @@ class Batcher:
         """Run the model on each (C, H, W) array; results in the same order."""
         loop = asyncio.get_running_loop()
         expected_s = self._expected_s(sum(_pixels(i) for i in items))
-        if self.enabled and 0 < expected_s < self.min_run_s:  # too cheap for the queue to pay (module docstring)
+        cheap = 0 < expected_s < self.min_run_s  # too cheap for the queue to pay (module docstring)
+        if cheap and self.enabled:
             for _ in items:
                 self.metrics.queue_wait.labels(self.model.role).observe(0.0)
-            return self._run_direct(items)
-        if not self.enabled:
+        if cheap or not self.enabled:
             if 0 < expected_s < self.inline_s:
                 return self._run_direct(items)
             return await self._with_timeout(loop.run_in_executor(self.executor, self._run_direct, items), timeout_s)
