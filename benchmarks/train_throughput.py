@@ -2,13 +2,14 @@
 
     python benchmarks/train_throughput.py [--images 20000] [--rounds 3]
 
-The plain loop is what most notebooks write: the model as an nn.Sequential in the study's layer order, a
-DataLoader over a float tensor dataset, batch 64, eager fp32, Adam, BCE on the sigmoid output. The project's step is `training.train.train_step` fed by
-`training.train.batches`, exactly as `cae train` runs it (uint8 images on the device, batch 256,
-channels-last, bf16 autocast where the CPU has it, fused Adam, training.model.ConvAutoencoder, which
-pools before the activation: the same function, cheaper). Both run in this process, alternating,
-so the printed ratio compares them under the same machine load; absolute images/s on a shared machine
-are noisy, the ratio much less so.
+The plain loop is what most notebooks write: the model as an nn.Sequential in the study's layer order,
+a DataLoader over a float tensor dataset, batch 64, eager fp32, Adam, BCE on the sigmoid output. The
+project's step is `training.train.train_step` fed by `training.train.batches`, exactly as `cae train`
+runs it (uint8 images on the device, batch 256, channels-last, bf16 autocast where the CPU has it, fused
+Adam, and training.model.ConvAutoencoder, which computes the same function with cheaper layers: pooling
+before the activation, upsampling + convolution as one sub-pixel convolution). Both run in this
+process, alternating, so the printed ratio compares them under the same machine load; absolute images/s
+on a shared machine are noisy, the ratio much less so.
 """
 
 from __future__ import annotations
