@@ -1,49 +1,78 @@
-"""Dynamic batching, as Triton does it: concurrent requests for a model share one session run.
+"""Each model's scheduler: dynamic batching as Triton does it, tiles of large images, and deadlines.
 
-Each model has a queue and a worker. The worker takes the first waiting request, then everything else
-already queued (up to max_batch_size), optionally waiting max_batch_wait_ms for more, groups the items
-by shape (a batch must be one tensor) and runs each group. While one batch runs, the next one forms:
-under load, batches grow by themselves without any added delay.
+Each model has a queue of jobs and one worker thread. A job is either one image (batchable: the worker
+takes the first waiting image, then every other queued image of the same shape up to max_batch_size,
+optionally waiting max_batch_wait_ms for more, and runs them as one tensor) or one tile of a large image
+(run alone). Jobs run in arrival order, so a photo's tiles take turns with small requests instead of
+holding the model for seconds: a 32x32 request arriving during a 12-megapixel reconstruction waits for
+one tile, not for the whole image.
 
-Where a batch runs: a run expected to be short (the model's measured cost per pixel times the batch's
-pixels, under `inline_s`) runs on the event loop itself, because handing it to a thread and back costs
-more than the run (measured: 32x32 reconstructions were several times slower through a thread on 2
-cores). Longer runs (large images, big batches, slow models) go to the model's own thread, so the event
-loop keeps answering probes and accepting requests meanwhile.
+Deadlines: every job carries its request's deadline. A job whose deadline has passed is never started; a
+request whose deadline passes while its run is going stops that run (onnxruntime's RunOptions.terminate,
+checked between operators) unless other live requests share it, and is answered 504. `backlog_s` (the
+expected seconds of queued and running work, from the costs measured at warm-up) is what admission uses
+to answer 503 at once when a request could not finish in time anyway.
 
-Which requests are batched: batching saves at most a session run's fixed cost per image, and passing
-through the queue costs a few event-loop hops. A request whose run is expected to take less than
-`min_run_s` (the study's first model at 32x32: 0.06 ms) skips the queue and runs at once; measured on
-that model, queuing it cost throughput and doubled the c16 p99. Heavier runs (the shipped model at
-32x32: 0.4 ms, or any model on a large image) are queued and grouped.
+Where a run happens: a run expected to be short (under `inline_s`) runs on the event loop itself, because
+handing it to a thread and back costs more than the run (measured: 32x32 reconstructions were several
+times slower through a thread on 2 cores). Longer runs go to the model's own thread, so the event loop
+keeps answering probes meanwhile. A request whose run is expected under `min_run_s` (the study's first
+model at 32x32: 0.06 ms) skips the queue altogether; measured on that model, queueing it cost throughput
+and doubled the c16 p99.
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
+from collections import deque
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any, Callable
 
 import numpy as np
+import onnxruntime as ort
 
 from service.errors import ServiceError
 from service.metrics import Metrics
 from service.models import Model
 
 
+def timeout_error(timeout_s: float) -> ServiceError:
+    return ServiceError(504, "inference_timeout", f"inference did not finish within {timeout_s:g} s "
+                        "(CAE_INFERENCE_TIMEOUT_S); the work was stopped")
+
+
+@dataclass(eq=False)
+class Job:
+    future: asyncio.Future
+    deadline: float  # loop.time()
+    expected_s: float
+    expected_bytes: int = 0
+    item: np.ndarray | None = None  # a batchable image (C, H, W) ...
+    fn: Callable[[ort.RunOptions], Any] | None = None  # ... or a unit run alone in the model's thread
+    enqueued: float = field(default_factory=time.perf_counter)
+
+    @property
+    def live(self) -> bool:
+        return not self.future.done()
+
+
 class Batcher:
     def __init__(self, model: Model, metrics: Metrics, max_batch_size: int, max_wait_s: float, enabled: bool = True,
-                 inline_s: float = 0.002, min_run_s: float = 0.0):
+                 inline_s: float = 0.002, min_run_s: float = 0.0, timeout_s: float = 30.0):
         self.model, self.metrics, self.inline_s, self.min_run_s = model, metrics, inline_s, min_run_s
-        self.max_batch_size, self.max_wait_s, self.enabled = max_batch_size, max_wait_s, enabled
-        self.queue: asyncio.Queue = asyncio.Queue()
-        # One thread per model: its session runs one batch at a time, the next batch forming meanwhile.
+        self.max_batch_size, self.max_wait_s, self.enabled, self.timeout_s = max_batch_size, max_wait_s, enabled, timeout_s
+        self.queue: deque[Job] = deque()
+        self._wakeup = asyncio.Event()
+        self.queued_s = 0.0  # expected seconds of the queued jobs
+        self._running: tuple[ort.RunOptions, list[Job], float] | None = None  # options, jobs, expected end
+        # One thread per model: its session runs one job at a time, the next batch forming meanwhile.
         self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"cae-{model.role}")
         self.task: asyncio.Task | None = None
 
     def start(self) -> None:
-        if self.enabled:
-            self.task = asyncio.get_running_loop().create_task(self._work(), name=f"batcher-{self.model.role}")
+        self.task = asyncio.get_running_loop().create_task(self._work(), name=f"batcher-{self.model.role}")
 
     async def stop(self) -> None:
         if self.task is not None:
@@ -52,101 +81,165 @@ class Batcher:
                 await self.task
             except asyncio.CancelledError:
                 pass
+        self.abort(ServiceError(503, "shutting_down", "the service is shutting down; retry on another instance",
+                                {"Retry-After": "1"}))
         self.executor.shutdown(wait=False, cancel_futures=True)
 
-    async def infer(self, items: list[np.ndarray], timeout_s: float) -> list[np.ndarray]:
-        """Run the model on each (C, H, W) array; results in the same order."""
+    def abort(self, error: ServiceError) -> None:
+        """Fail every queued and running job with `error` (shutdown)."""
+        for job in self.queue:
+            if job.live:
+                job.future.set_exception(error)
+        self.queue.clear()
+        self.queued_s = 0.0
+        if self._running is not None:
+            options, jobs, _ = self._running
+            for job in jobs:
+                if job.live:
+                    job.future.set_exception(error)
+            options.terminate = True
+
+    def backlog_s(self) -> float:
+        """Expected seconds until work submitted now would start."""
+        running = 0.0
+        if self._running is not None:
+            running = max(0.0, self._running[2] - time.perf_counter())
+        return self.queued_s + running
+
+    def expected_s(self, pixels: int, runs: int = 1) -> float:
+        return self.model.cost.seconds(pixels, runs)
+
+    # -- submitting work -------------------------------------------------------------------------------
+
+    async def infer(self, items: list[np.ndarray], deadline: float) -> list[np.ndarray]:
+        """Run the model on each (C, H, W) array (batched with others); results in the same order."""
         loop = asyncio.get_running_loop()
-        expected_s = self._expected_s(sum(_pixels(i) for i in items))
-        cheap = 0 < expected_s < self.min_run_s  # too cheap for the queue to pay (module docstring)
-        if cheap and self.enabled:
+        pixels = [self.model.image_pixels(*i.shape[-2:]) for i in items]
+        expected = self.expected_s(sum(pixels), len(items))
+        if 0 < expected < self.min_run_s:  # too cheap for the queue to pay (module docstring)
             for _ in items:
                 self.metrics.queue_wait.labels(self.model.role).observe(0.0)
-        if cheap or not self.enabled:
-            if 0 < expected_s < self.inline_s:
-                return self._run_direct(items)
-            return await self._with_timeout(loop.run_in_executor(self.executor, self._run_direct, items), timeout_s)
-        futures = []
-        now = time.perf_counter()
-        for item in items:
-            future = loop.create_future()
-            self.queue.put_nowait((item, future, now))
-            futures.append(future)
-        return await self._with_timeout(asyncio.gather(*futures), timeout_s)
+            return self._run_group(items)
+        jobs = [Job(loop.create_future(), deadline, self.expected_s(p), self.model.cost.bytes(p), item=i)
+                for i, p in zip(items, pixels)]
+        self._submit(jobs)
+        return await self._wait(jobs, deadline)
 
-    @staticmethod
-    async def _with_timeout(awaitable, timeout_s: float):
+    async def call(self, fn: Callable[[ort.RunOptions], Any], pixels: int, deadline: float) -> Any:
+        """Run fn(run_options) alone in the model's thread, in turn with the other jobs (a tile)."""
+        job = Job(asyncio.get_running_loop().create_future(), deadline, self.expected_s(pixels), self.model.cost.bytes(pixels), fn=fn)
+        self._submit([job])
+        return (await self._wait([job], deadline))[0]
+
+    def _submit(self, jobs: list[Job]) -> None:
+        self.queue.extend(jobs)
+        self.queued_s += sum(j.expected_s for j in jobs)
+        self._wakeup.set()
+
+    async def _wait(self, jobs: list[Job], deadline: float) -> list:
+        loop = asyncio.get_running_loop()
         try:
-            return await asyncio.wait_for(awaitable, timeout_s)
+            return await asyncio.wait_for(asyncio.gather(*[j.future for j in jobs]), max(0.0, deadline - loop.time()))
         except asyncio.TimeoutError:
-            raise ServiceError(504, "inference_timeout", f"inference took longer than {timeout_s:g} s (CAE_INFERENCE_TIMEOUT_S)") from None
+            raise timeout_error(self.timeout_s) from None
+        finally:
+            self._cancel(jobs)  # a no-op for finished jobs; stops the rest (timeout, shutdown, error)
 
-    def _run_direct(self, items: list[np.ndarray]) -> list[np.ndarray]:
-        out = []
-        for shape_items in _group_by_shape(list(range(len(items))), items):
-            out.append((shape_items, self._run(np.stack([items[i] for i in shape_items]))))
-        results: list = [None] * len(items)
-        for indices, batch_out in out:
-            for i, r in zip(indices, batch_out):
-                results[i] = r
-        return results
+    def _cancel(self, jobs: list[Job]) -> None:
+        for job in jobs:
+            if job.live:
+                job.future.cancel()
+        if self._running is not None:
+            options, running_jobs, _ = self._running
+            if not any(j.live for j in running_jobs):
+                options.terminate = True  # nobody is waiting for this run any more
 
-    def _run(self, batch: np.ndarray) -> np.ndarray:
-        started = time.perf_counter()
-        out = self.model.run(batch)
-        self.metrics.inference.labels(self.model.role).observe(time.perf_counter() - started)
-        self.metrics.batch_size.labels(self.model.role).observe(len(batch))
-        return out
+    # -- the worker --------------------------------------------------------------------------------------
+
+    def _pop(self) -> Job:
+        job = self.queue.popleft()
+        self.queued_s = max(0.0, self.queued_s - job.expected_s)
+        return job
+
+    def _take_same_shape(self, batch: list[Job]) -> None:
+        shape = batch[0].item.shape
+        keep = deque()
+        while self.queue and len(batch) < self.max_batch_size:
+            job = self._pop()
+            if job.item is not None and job.item.shape == shape:
+                batch.append(job)
+            else:
+                keep.append(job)
+        for job in reversed(keep):
+            self.queue.appendleft(job)
+            self.queued_s += job.expected_s
 
     async def _work(self) -> None:
         loop = asyncio.get_running_loop()
         while True:
-            batch = [await self.queue.get()]
-            self._drain(batch)
-            if self.max_wait_s > 0 and len(batch) < self.max_batch_size:
-                await asyncio.sleep(self.max_wait_s)
-                self._drain(batch)
-            live = [entry for entry in batch if not entry[1].done()]  # timed-out requests are skipped
-            if not live:
+            while not self.queue:
+                self._wakeup.clear()
+                await self._wakeup.wait()
+            first = self._pop()
+            if not first.live:
+                continue
+            batch = [first]
+            if first.item is not None and self.enabled:
+                self._take_same_shape(batch)
+                if self.max_wait_s > 0 and len(batch) < self.max_batch_size:
+                    await asyncio.sleep(self.max_wait_s)
+                    self._take_same_shape(batch)
+            now = loop.time()
+            for job in batch:
+                if job.live and now >= job.deadline:  # never start work nobody can use
+                    job.future.set_exception(timeout_error(self.timeout_s))
+            batch = [job for job in batch if job.live]
+            if not batch:
                 continue
             started = time.perf_counter()
-            for _, _, queued in live:
-                self.metrics.queue_wait.labels(self.model.role).observe(started - queued)
-            arrays = [entry[0] for entry in live]
-            for indices in _group_by_shape(list(range(len(live))), arrays):
-                try:
-                    batch = np.stack([arrays[i] for i in indices])
-                    if 0 < self._expected_s(len(indices) * _pixels(arrays[indices[0]])) < self.inline_s:
-                        out = self._run(batch)
-                    else:
-                        out = await loop.run_in_executor(self.executor, self._run, batch)
-                except Exception as e:  # a failing run fails its requests, never the worker
-                    for i in indices:
-                        if not live[i][1].done():
-                            live[i][1].set_exception(ServiceError(500, "inference_failed", f"inference failed: {e}"))
-                    continue
-                for i, result in zip(indices, out):
-                    if not live[i][1].done():
-                        live[i][1].set_result(result)
-
-    def _expected_s(self, pixels: int) -> float:
-        """A run's expected seconds for this many input pixels (0 before warm-up: cost unknown)."""
-        return self.model.seconds_per_pixel * pixels * (self.model.stride**2 if self.model.role == "decoder" else 1)
-
-    def _drain(self, batch: list) -> None:
-        while len(batch) < self.max_batch_size:
+            for job in batch:
+                self.metrics.queue_wait.labels(self.model.role).observe(started - job.enqueued)
+            expected_s = sum(j.expected_s for j in batch)
+            options = self.model.run_options(sum(j.expected_bytes for j in batch))
+            self._running = (options, batch, started + expected_s)
             try:
-                batch.append(self.queue.get_nowait())
-            except asyncio.QueueEmpty:
-                return
+                if first.fn is not None:
+                    result = [await loop.run_in_executor(self.executor, first.fn, options)]
+                else:
+                    stacked = np.stack([j.item for j in batch])
+                    if 0 < expected_s < self.inline_s:
+                        result = list(self.run_now(stacked, options))
+                    else:
+                        result = list(await loop.run_in_executor(self.executor, self.run_now, stacked, options))
+            except Exception as e:  # a failing run fails its requests, never the worker
+                error = e if isinstance(e, ServiceError) else ServiceError(500, "inference_failed", f"inference failed: {e}")
+                if options.terminate:
+                    error = timeout_error(self.timeout_s)
+                for job in batch:
+                    if job.live:
+                        job.future.set_exception(error)
+                continue
+            finally:
+                self._running = None
+            for job, out in zip(batch, result):
+                if job.live:
+                    job.future.set_result(out)
 
+    def run_now(self, batch: np.ndarray, options: ort.RunOptions | None = None) -> np.ndarray:
+        """One session run on the calling thread, recorded in the metrics."""
+        started = time.perf_counter()
+        out = self.model.run(batch, options)
+        self.metrics.inference.labels(self.model.role).observe(time.perf_counter() - started)
+        self.metrics.batch_size.labels(self.model.role).observe(len(batch))
+        return out
 
-def _pixels(item: np.ndarray) -> int:
-    return int(item.shape[-1] * item.shape[-2])
-
-
-def _group_by_shape(indices: list[int], arrays: list[np.ndarray]) -> list[list[int]]:
-    groups: dict[tuple, list[int]] = {}
-    for i in indices:
-        groups.setdefault(arrays[i].shape, []).append(i)
-    return list(groups.values())
+    def _run_group(self, items: list[np.ndarray]) -> list[np.ndarray]:
+        """Run items now, on the calling thread, one session run per shape."""
+        results: list = [None] * len(items)
+        groups: dict[tuple, list[int]] = {}
+        for i, item in enumerate(items):
+            groups.setdefault(item.shape, []).append(i)
+        for indices in groups.values():
+            for i, out in zip(indices, self.run_now(np.stack([items[i] for i in indices]))):
+                results[i] = out
+        return results

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 import hmac
+from contextlib import asynccontextmanager
 
-import numpy as np
 from fastapi import Request
 
+from service.admission import Admission
 from service.batching import Batcher
 from service.errors import ServiceError
 from service.metrics import Metrics
@@ -21,6 +23,7 @@ class Runtime:
         self.settings, self.metrics = settings, metrics
         self.models: dict[str, Model] = {}
         self.batchers: dict[str, Batcher] = {}
+        self.admission = Admission(settings.memory_budget_mb << 20, settings.inference_timeout_s, metrics)
         self.ready = False
         self.draining = False
 
@@ -31,9 +34,14 @@ class Runtime:
             raise ServiceError(404, "model_not_found", f"this service has no {role} model (it serves {sorted(self.models)})")
         return self.models[role]
 
-    async def infer(self, role: str, items: list[np.ndarray]) -> list[np.ndarray]:
-        self.model(role)
-        return await self.batchers[role].infer(items, self.settings.inference_timeout_s)
+    @asynccontextmanager
+    async def admit(self, need_bytes: int, need_s: float, roles: tuple[str, ...]):
+        """Admit a planned request (service.admission) and yield its deadline (event-loop time)."""
+        for role in roles:
+            self.model(role)
+        backlog_s = sum(self.batchers[role].backlog_s() for role in roles)
+        with self.admission.admit(need_bytes, need_s, backlog_s):
+            yield asyncio.get_running_loop().time() + self.settings.inference_timeout_s
 
 
 # Dependencies are `async def` on purpose: FastAPI runs plain `def` dependencies in a thread pool,
@@ -42,12 +50,14 @@ async def get_runtime(request: Request) -> Runtime:
     return request.app.state.runtime
 
 
-async def require_api_key(request: Request) -> None:
-    key = request.app.state.runtime.settings.api_key
+def api_key_error(settings: Settings, authorization: str) -> ServiceError | None:
+    """The 401 for a request without the right bearer token, if the service has a key (checked by the
+    middleware before any body is read)."""
+    key = settings.api_key
     if key is None:
-        return
-    scheme, _, token = request.headers.get("authorization", "").partition(" ")
+        return None
+    scheme, _, token = authorization.partition(" ")
     if scheme.lower() != "bearer" or not hmac.compare_digest(token.strip().encode(), key.get_secret_value().encode()):
-        request.app.state.runtime.metrics.rejections.labels("unauthorised").inc()
-        raise ServiceError(401, "unauthorised", "missing or wrong API key: send Authorization: Bearer <key>",
-                           {"WWW-Authenticate": "Bearer"})
+        return ServiceError(401, "unauthorised", "missing or wrong API key: send Authorization: Bearer <key>",
+                            {"WWW-Authenticate": "Bearer"})
+    return None

@@ -13,7 +13,7 @@ import io
 import warnings
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
+from PIL import Image, ImageOps, UnidentifiedImageError
 
 from service.errors import ServiceError
 
@@ -61,20 +61,39 @@ def _to_rgb(image: Image.Image) -> Image.Image:
     return image.convert("RGB") if image.mode != "RGB" else image
 
 
-def decode_image(data: bytes, max_pixels: int) -> np.ndarray:
-    """Image bytes -> uint8 (H, W, 3) RGB."""
-    image = open_image(data, max_pixels)
+def load_rgb(image: Image.Image) -> Image.Image:
+    """An opened image (open_image) decoded to RGB, turned upright by its EXIF orientation (as viewers
+    show a phone photo). Pillow releases the GIL while decoding: this runs in a thread for large images."""
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             image.seek(0)  # the first frame of an animation
             image.load()
-            rgb = _to_rgb(image)
-            return np.asarray(rgb, dtype=np.uint8)
+            if _orientation(image) not in (None, 1):
+                image = ImageOps.exif_transpose(image)
+            return _to_rgb(image)
     except ServiceError:
         raise
     except (OSError, SyntaxError, ValueError, EOFError) as e:
         raise ServiceError(400, "invalid_image", f"the image data is truncated or corrupt: {e}") from None
+
+
+def _orientation(image: Image.Image) -> int | None:
+    try:
+        return image.getexif().get(0x0112)  # Orientation
+    except Exception:  # a broken EXIF block is ignored, as viewers do
+        return None
+
+
+def image_size(image: Image.Image) -> tuple[int, int]:
+    """(height, width) after the EXIF orientation is applied."""
+    width, height = image.size
+    return (width, height) if _orientation(image) in (5, 6, 7, 8) else (height, width)
+
+
+def decode_image(data: bytes, max_pixels: int) -> np.ndarray:
+    """Image bytes -> uint8 (H, W, 3) RGB, upright."""
+    return np.asarray(load_rgb(open_image(data, max_pixels)), dtype=np.uint8)
 
 
 def to_model_input(rgb: np.ndarray, size: str, stride: int) -> tuple[np.ndarray, tuple[int, int]]:
@@ -100,11 +119,61 @@ def luma(chw: np.ndarray) -> np.ndarray:
     return np.tensordot(LUMA, chw, axes=1)[None].astype(np.float32)
 
 
-def encode_image(chw: np.ndarray, out_hw: tuple[int, int], fmt: str) -> bytes:
-    """float32 (3, H, W) in [0, 1] -> image bytes in `fmt`, cropped to out_hw."""
+def to_uint8(chw: np.ndarray, out_hw: tuple[int, int]) -> Image.Image:
+    """float32 (3, H, W) in [0, 1] -> an RGB image cropped to out_hw (row by row: no full-size float copy)."""
     h, w = out_hw
-    arr = (np.clip(chw[:, :h, :w], 0, 1) * 255 + 0.5).astype(np.uint8).transpose(1, 2, 0)
+    arr = np.empty((h, w, 3), dtype=np.uint8)
+    for y in range(0, h, 256):
+        block = chw[:, y:min(h, y + 256), :w]
+        arr[y:y + block.shape[1]] = (np.clip(block, 0, 1) * 255 + 0.5).astype(np.uint8).transpose(1, 2, 0)
+    return Image.fromarray(arr, "RGB")
+
+
+def save_image(image: Image.Image, fmt: str) -> bytes:
     buf = io.BytesIO()
     pil_format, _ = OUTPUT_FORMATS[fmt]
-    Image.fromarray(arr, "RGB").save(buf, pil_format, **({"compress_level": 1} if fmt == "png" else {"quality": 90}))
+    image.save(buf, pil_format, **({"compress_level": 1} if fmt == "png" else {"quality": 90}))
     return buf.getvalue()
+
+
+def encode_image(chw: np.ndarray, out_hw: tuple[int, int], fmt: str) -> bytes:
+    """float32 (3, H, W) in [0, 1] -> image bytes in `fmt`, cropped to out_hw."""
+    return save_image(to_uint8(chw, out_hw), fmt)
+
+
+# -- /colorize on large images: colour predicted at a working resolution, laid under the full-size luma ----
+
+# Images up to this many pixels are colorized at full resolution (at most 2x the 32x32 training size per side).
+FULL_RESOLUTION_PIXELS = 64 * 64
+
+
+def colorize_work_size(height: int, width: int, chroma_scale: float, max_work_pixels: int) -> tuple[int, int] | None:
+    """The (h, w) the colorizer runs at for an image, or None for full resolution.
+
+    Colour is low-frequency: Zhang et al. (2016) predict it at 1/4 of each side. Images larger than 64x64 are
+    reduced by up to `chroma_scale` per side (never below 64x64 worth of pixels), and further where the result
+    would exceed `max_work_pixels`, which bounds /colorize's cost whatever the photo's size."""
+    pixels = height * width
+    scale = min(chroma_scale, max(1.0, (pixels / FULL_RESOLUTION_PIXELS) ** 0.5))
+    scale = max(scale, (pixels / max_work_pixels) ** 0.5)
+    if scale <= 1.0:
+        return None
+    return max(1, round(height / scale)), max(1, round(width / scale))
+
+
+def reduced_luma(rgb: Image.Image, work_hw: tuple[int, int], stride: int) -> np.ndarray:
+    """RGB image -> float32 (1, h, w) luma at the working size, padded (edge) to the model's stride."""
+    h, w = work_hw
+    small = np.asarray(rgb.resize((w, h), Image.Resampling.BOX), dtype=np.float32) / 255  # (h, w, 3): area average
+    y = (small @ LUMA)[None]
+    pad_h, pad_w = (-h) % stride, (-w) % stride
+    return np.pad(y, ((0, 0), (0, pad_h), (0, pad_w)), mode="edge") if pad_h or pad_w else np.ascontiguousarray(y)
+
+
+def lay_chroma_under_luma(rgb: Image.Image, colour: np.ndarray, work_hw: tuple[int, int]) -> Image.Image:
+    """The full-size image's own luma with the chroma (Cb, Cr, BT.601) of the colorized working-size image,
+    upsampled bicubically. All in Pillow's uint8 planes: about 10 bytes per pixel at full size."""
+    cb, cr = to_uint8(colour, work_hw).convert("YCbCr").split()[1:]
+    size = rgb.size
+    return Image.merge("YCbCr", (rgb.convert("L"), cb.resize(size, Image.Resampling.BICUBIC),
+                                 cr.resize(size, Image.Resampling.BICUBIC))).convert("RGB")

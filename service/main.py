@@ -1,4 +1,4 @@
-"""The ASGI app: `uvicorn service.main:app`, or `cae serve`.
+"""The ASGI app: `python -m service` (or `cae serve`), or `uvicorn --factory service.main:create_app`.
 
 Models are loaded in the lifespan, checked against their manifest checksums and warmed up before
 /readyz says ready; a model folder that cannot be served stops the startup with the reason. This
@@ -16,8 +16,9 @@ from starlette.requests import ClientDisconnect
 from service import errors
 from service.batching import Batcher
 from service.deps import Runtime
+from service.memory import give_large_blocks_back, rss_bytes
 from service.metrics import Metrics
-from service.middleware import BodyTooLarge, ServiceMiddleware
+from service.middleware import ServiceMiddleware
 from service.models import load_models, warm_up
 from service.routers import health, inference, v2
 from service.settings import Settings
@@ -32,11 +33,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
+        give_large_blocks_back()  # photo-sized buffers go back to the kernel when freed (service.memory)
         runtime.models = load_models(settings.model_dir, settings.providers, settings.intra_op_threads)
         if settings.warmup:
             warm_up(runtime.models)
         runtime.batchers = {role: Batcher(m, metrics, settings.max_batch_size, settings.max_batch_wait_ms / 1000, settings.batching,
-                                         settings.inline_ms / 1000, settings.batch_min_run_ms / 1000)
+                                         settings.inline_ms / 1000, settings.batch_min_run_ms / 1000, settings.inference_timeout_s)
                             for role, m in runtime.models.items()}
         for batcher in runtime.batchers.values():
             batcher.start()
@@ -55,11 +57,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.runtime = runtime
     errors.install(app)
 
-    @app.exception_handler(BodyTooLarge)
-    async def body_too_large(request, exc):
-        return errors.error_response(413, "body_too_large", f"the request body is larger than the limit of "
-                                     f"{settings.max_body_bytes:,} bytes (CAE_MAX_BODY_BYTES)")
-
     @app.exception_handler(ClientDisconnect)
     async def client_gone(request, exc):
         # Nobody is left to read it; answering keeps the disconnect out of the error log.
@@ -68,9 +65,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(health.router)
     app.include_router(inference.router)
     app.include_router(v2.router)
-    app.add_middleware(ServiceMiddleware, metrics=metrics, max_body_bytes=settings.max_body_bytes,
-                       max_concurrency=settings.max_concurrency)
+    app.add_middleware(ServiceMiddleware, metrics=metrics, settings=settings)
+    metrics.resident_bytes.set_function(rss_bytes)
     return app
 
 
-app = create_app()
+def __getattr__(name: str):
+    # `uvicorn service.main:app` keeps working, but importing this module builds nothing (and a bad CAE_*
+    # value is reported by whoever starts the app, not by an import).
+    if name == "app":
+        return create_app()
+    raise AttributeError(name)

@@ -22,3 +22,6 @@ class Metrics:
                                     ["model"], buckets=LATENCY_BUCKETS, registry=r)
         self.rejections = Counter("cae_rejections", "requests refused before inference", ["reason"], registry=r)
         self.in_flight = Gauge("cae_requests_in_flight", "admitted requests in progress or queued", registry=r)
+        self.reserved_bytes = Gauge("cae_memory_reserved_bytes", "memory reserved by admitted requests (estimated)", registry=r)
+        self.resident_bytes = Gauge("cae_resident_memory_bytes", "the process's resident set size", registry=r)
+        self.tiles = Counter("cae_tiles", "session runs on one tile of an image too large for one run", ["model"], registry=r)

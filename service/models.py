@@ -10,8 +10,13 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from fractions import Fraction
+
 import numpy as np
 import onnxruntime as ort
+
+from service.memory import PeakSampler
+from service.tiling import Geometry, measure_halo
 
 log = logging.getLogger("cae.service")
 
@@ -44,13 +49,34 @@ def choose_providers(requested: str) -> list[str]:
 
 
 @dataclass
+class Cost:
+    """What a session run costs, per image pixel (the decoder's output pixels, the others' input pixels),
+    measured at warm-up: seconds = fixed_s + seconds_per_pixel * pixels, peak bytes = bytes_per_pixel * pixels."""
+    fixed_s: float = 0.0
+    seconds_per_pixel: float = 0.0  # 0 until measured: cost unknown
+    bytes_per_pixel: float = 0.0
+
+    def seconds(self, pixels: int, runs: int = 1) -> float:
+        return self.fixed_s * runs + self.seconds_per_pixel * pixels
+
+    def bytes(self, pixels: int) -> int:
+        return int(self.bytes_per_pixel * pixels)
+
+
+# Runs expected to hold more than this much memory give their onnxruntime arena back at the end
+# (shrinkage costs a few percent on small runs, which keep their arena chunks instead).
+SHRINK_ABOVE_BYTES = 16 << 20
+
+
+@dataclass
 class Model:
     role: str  # encoder | decoder | colorizer: also the name clients use
     facts: dict  # the manifest entry
     session: ort.InferenceSession
     input_name: str = field(init=False)
     output_name: str = field(init=False)
-    seconds_per_pixel: float = 0.0  # measured at warm-up; 0 until then
+    cost: Cost = field(default_factory=Cost)
+    halo: int | None = None  # tile context in input units, measured at warm-up; None: never tiled
 
     def __post_init__(self):
         self.input_name = self.session.get_inputs()[0].name
@@ -73,11 +99,39 @@ class Model:
         return int(self.facts["inputs"][0]["shape"][1])
 
     @property
+    def output_channels(self) -> int:
+        return int(self.facts["outputs"][0]["shape"][1])
+
+    @property
+    def seconds_per_pixel(self) -> float:
+        return self.cost.seconds_per_pixel
+
+    @property
+    def geometry(self) -> Geometry:
+        if self.role == "decoder":
+            return Geometry(Fraction(self.stride), 1, self.halo)
+        if self.role == "encoder":
+            return Geometry(Fraction(1, self.stride), self.stride, self.halo)
+        return Geometry(Fraction(1), self.stride, self.halo)
+
+    def image_pixels(self, height: int, width: int) -> int:
+        """Image pixels of an input of this spatial size (what costs are counted in)."""
+        return height * width * (self.stride**2 if self.role == "decoder" else 1)
+
+    @property
     def providers(self) -> list[str]:
         return self.session.get_providers()
 
-    def run(self, batch: np.ndarray) -> np.ndarray:
-        return self.session.run([self.output_name], {self.input_name: batch})[0]
+    def run_options(self, expected_bytes: int = 0) -> ort.RunOptions:
+        """Options for one run: `terminate = True` from another thread stops it between two operators."""
+        options = ort.RunOptions()
+        if expected_bytes > SHRINK_ABOVE_BYTES:
+            devices = "cpu:0;gpu:0" if "CUDAExecutionProvider" in self.providers else "cpu:0"
+            options.add_run_config_entry("memory.enable_memory_arena_shrinkage", devices)
+        return options
+
+    def run(self, batch: np.ndarray, options: ort.RunOptions | None = None) -> np.ndarray:
+        return self.session.run([self.output_name], {self.input_name: batch}, options)[0]
 
     def describe(self) -> dict:
         keep = ("name", "version", "file", "sha256", "stride", "inputs", "outputs", "test", "parameters", "latent_channels", "decoding")
@@ -113,15 +167,40 @@ def load_models(model_dir: Path, providers: str = "auto", intra_op_threads: int 
     return models
 
 
+def _median_seconds(model: Model, x: np.ndarray, runs: int) -> float:
+    times = []
+    for _ in range(runs):
+        started = time.perf_counter()
+        model.run(x, model.run_options(SHRINK_ABOVE_BYTES + 1))
+        times.append(time.perf_counter() - started)
+    return sorted(times)[len(times) // 2]
+
+
+# Input sides (in input units) the warm-up measures at: large enough that the cost per pixel is not the
+# fixed cost of a run, small enough to take well under a second per model on a 2-core CPU.
+PROBE_SIDE = {"encoder": 256, "decoder": 32, "colorizer": 96}
+
+
 def warm_up(models: dict[str, Model], runs: int = 5) -> None:
-    """Run each model a few times at the training size, so the first request does not pay for allocation,
-    and time it: the batcher uses the cost per output pixel to decide where a batch runs."""
+    """Run each model at the training size, so the first request does not pay for allocation, and measure
+    what the service plans with: seconds per run and per pixel, peak memory per pixel, and the halo a tile
+    needs (the receptive field)."""
     for model in models.values():
-        side = 32 if model.role != "decoder" else max(1, 32 // model.stride)
-        x = np.zeros((1, model.input_channels, side, side), dtype=np.float32)
-        times = []
-        for _ in range(runs):
-            started = time.perf_counter()
-            model.run(x)
-            times.append(time.perf_counter() - started)
-        model.seconds_per_pixel = sorted(times)[len(times) // 2] / (32 * 32)
+        unit = model.stride if model.role == "decoder" else 1  # input units per image pixel along a side
+        small = np.zeros((1, model.input_channels, 32 // unit or 1, 32 // unit or 1), dtype=np.float32)
+        model.run(small)
+        small_s = _median_seconds(model, small, runs)
+        side = max(model.geometry.align, PROBE_SIDE.get(model.role, 64) // model.geometry.align * model.geometry.align)
+        big = np.random.default_rng(0).random((1, model.input_channels, side, side), dtype=np.float32)
+        model.run(big, model.run_options(SHRINK_ABOVE_BYTES + 1))
+        with PeakSampler() as peak:
+            model.run(big, model.run_options(SHRINK_ABOVE_BYTES + 1))
+        big_s = _median_seconds(model, big, max(1, runs // 2))
+        small_px, big_px = model.image_pixels(*small.shape[2:]), model.image_pixels(side, side)
+        per_px = max(0.0, (big_s - small_s) / max(1, big_px - small_px)) or big_s / big_px
+        model.cost = Cost(fixed_s=max(0.0, small_s - per_px * small_px), seconds_per_pixel=per_px,
+                          bytes_per_pixel=peak.peak_delta / big_px)
+        model.halo = measure_halo(lambda x: model.run(x, model.run_options(SHRINK_ABOVE_BYTES + 1)), model.input_channels,
+                                  model.geometry.ratio, model.geometry.align, side=max(side // 2, 16), max_side=side * 2)
+        log.info("%s: %.3f ms per run + %.3f s per megapixel, %.0f bytes per pixel at peak, tile halo %s",
+                 model.role, model.cost.fixed_s * 1e3, per_px * 1e6, model.cost.bytes_per_pixel, model.halo)

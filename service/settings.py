@@ -5,8 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from service.memory import default_memory_budget_mb
 
 # The shipped models: models/ beside this package in a checkout; the container sets CAE_MODEL_DIR.
 SHIPPED_MODELS = Path(__file__).resolve().parent.parent / "models"
@@ -31,6 +33,35 @@ class Settings(BaseSettings):
     max_pixels: int = Field(4096 * 4096, ge=1, description="largest image (width x height) decoded; checked from the header")
     max_images_per_request: int = Field(64, ge=1, description="most images in one batch request")
     max_concurrency: int = Field(256, ge=1, description="requests admitted at once (in progress or queued); 503 beyond")
-    inference_timeout_s: float = Field(30.0, gt=0, description="a request waiting longer for inference gets 504")
+    inference_timeout_s: float = Field(30.0, gt=0, description="a request's deadline, from its admission: work that cannot "
+                                       "finish in time is refused (503) before it starts, work still running at the deadline "
+                                       "is stopped and answered 504")
+    memory_budget_mb: int = Field(default_factory=default_memory_budget_mb, ge=1,
+                                  description="memory all admitted requests may use together, estimated before each runs "
+                                  "(413 if one request can never fit, 503 + Retry-After while others hold it); "
+                                  "default: half of the machine's (or cgroup's) memory")
+    tile_memory_mb: int = Field(256, ge=1, description="most memory one session run may use: larger images run in "
+                                "overlapping tiles (same output), one tile per run, other requests' runs in between")
+    colorize_chroma_scale: float = Field(4.0, ge=1, description="/colorize on images larger than 64x64 predicts colour "
+                                         "at 1/scale of each side (colour is low-frequency) and lays it under the "
+                                         "full-resolution luma; 1: full resolution")
+    colorize_max_work_pixels: int = Field(256 * 256, ge=1024, description="the largest resolution (pixels) /colorize "
+                                          "predicts colour at; larger images are scaled down further for that step")
+    max_json_values: int = Field(1 << 22, ge=1, description="most numbers in one JSON response (latents, V2 tensors): "
+                                 "413 before running beyond")
+    body_timeout_s: float = Field(60.0, gt=0, description="a request body must arrive within this many seconds of its "
+                                  "headers (408 beyond), so slow senders cannot hold the service")
+    header_timeout_s: float = Field(10.0, gt=0, description="request headers must arrive within this many seconds of "
+                                    "the connection opening or the last response (python -m service and cae serve)")
     api_key: SecretStr | None = Field(None, description="if set, inference endpoints need Authorization: Bearer <key>")
+    insecure: bool = Field(False, description="serve requests arriving on a non-loopback address without an API key "
+                           "(e.g. behind an authenticating proxy); otherwise they are refused with 403")
     warmup: bool = Field(True, description="run each model once before reporting ready")
+
+    @field_validator("api_key")
+    @classmethod
+    def _key_not_empty(cls, key: SecretStr | None) -> SecretStr | None:
+        # CAE_API_KEY= (set but empty) is a mistake, not "no key": an empty bearer token must never authenticate.
+        if key is not None and not key.get_secret_value().strip():
+            raise ValueError("CAE_API_KEY is set but empty: set a key, or unset the variable to serve without one")
+        return key

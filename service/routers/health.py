@@ -8,7 +8,7 @@ from fastapi import APIRouter, Depends
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from service.deps import Runtime, get_runtime, require_api_key
+from service.deps import Runtime, get_runtime
 from service.errors import error_body
 
 router = APIRouter(tags=["service"])
@@ -28,10 +28,14 @@ async def readyz(runtime: Runtime = Depends(get_runtime)):
     return JSONResponse(error_body(503, reason, f"not ready: {reason}"), status_code=503, headers={"Retry-After": "1"})
 
 
-@router.get("/v1/models", summary="The models served: names, versions, shapes, providers and test metrics",
-            dependencies=[Depends(require_api_key)])
+@router.get("/v1/models", summary="The models served: names, versions, shapes, providers and test metrics")
 async def list_models(runtime: Runtime = Depends(get_runtime)):
-    return {"models": [m.describe() for m in runtime.models.values()],
+    return {"models": [{**m.describe(), "measured": {"seconds_per_megapixel": m.cost.seconds_per_pixel * 1e6,
+                                                     "seconds_per_run": m.cost.fixed_s,
+                                                     "bytes_per_pixel": m.cost.bytes_per_pixel, "tile_halo": m.halo}}
+                        for m in runtime.models.values()],
+            "memory": {"budget_mb": runtime.settings.memory_budget_mb, "reserved_mb": runtime.admission.reserved_bytes / (1 << 20),
+                       "tile_memory_mb": runtime.settings.tile_memory_mb},
             "batching": {"enabled": runtime.settings.batching, "max_batch_size": runtime.settings.max_batch_size,
                          "max_batch_wait_ms": runtime.settings.max_batch_wait_ms,
                          "min_run_ms": runtime.settings.batch_min_run_ms}}

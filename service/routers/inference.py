@@ -2,20 +2,22 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 from typing import Literal
 
 import numpy as np
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import JSONResponse, Response
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, ValidationError
 from starlette.datastructures import UploadFile
 
-from service import images
-from service.deps import Runtime, get_runtime, require_api_key
+from service import images, pipeline
+from service.deps import Runtime, get_runtime
 from service.errors import ServiceError
 
-router = APIRouter(dependencies=[Depends(require_api_key)], tags=["images"])
+# The API key is checked by the middleware, before the body is read (service.middleware).
+router = APIRouter(tags=["images"])
 
 Size = Literal["native", "32"]
 Format = Literal["png", "jpeg", "webp"]
@@ -38,8 +40,11 @@ IMAGE_RESPONSES = {
     200: {"content": {"image/png": {}, "application/json": {}},
           "description": "one image: the image itself; several (multipart): JSON with base64 images in order"},
     400: {"description": "corrupt or truncated image"}, 401: {"description": "missing or wrong API key"},
-    413: {"description": "body or image too large"}, 415: {"description": "not a supported image"},
-    503: {"description": "overloaded; retry after Retry-After seconds"}, 504: {"description": "inference timed out"},
+    408: {"description": "the body did not arrive in time"},
+    413: {"description": "body or image too large, or more memory or time than the service can ever give it"},
+    415: {"description": "not a supported image"},
+    503: {"description": "overloaded (memory, queue or concurrency); retry after Retry-After seconds"},
+    504: {"description": "inference did not finish by the deadline (and was stopped)"},
 }
 RAW_TYPES = ("image/", "application/octet-stream")
 
@@ -52,8 +57,6 @@ async def read_image_bytes(request: Request, runtime: Runtime) -> list[bytes]:
         try:
             form = await request.form(max_files=limit, max_fields=limit)
         except Exception as e:  # malformed multipart, too many parts
-            if type(e).__name__ == "BodyTooLarge":
-                raise
             raise ServiceError(400, "invalid_multipart", f"the multipart body cannot be parsed: {getattr(e, 'detail', e)}") from None
         parts = [v for _, v in form.multi_items() if isinstance(v, UploadFile)]
         if not parts:
@@ -74,21 +77,30 @@ def _image_response(outputs: list[bytes], fmt: str, model) -> Response:
                          "images": [base64.b64encode(o).decode() for o in outputs]}, headers=headers)
 
 
-async def _decode_all(request: Request, runtime: Runtime, size: str, stride: int):
-    blobs = await read_image_bytes(request, runtime)
-    prepared = [images.to_model_input(images.decode_image(b, runtime.settings.max_pixels), size, stride) for b in blobs]
-    return [p[0] for p in prepared], [p[1] for p in prepared]
+async def _open_all(request: Request, runtime: Runtime) -> list[pipeline.ImageJob]:
+    """Every image's header parsed and checked (nothing decoded yet)."""
+    jobs = []
+    for blob in await read_image_bytes(request, runtime):
+        image = images.open_image(blob, runtime.settings.max_pixels)
+        jobs.append(pipeline.ImageJob(image, images.image_size(image)))
+    return jobs
+
+
+def _totals(jobs: list[pipeline.ImageJob]) -> tuple[int, float]:
+    return sum(j.need_bytes for j in jobs), sum(j.need_s for j in jobs)
 
 
 @router.post("/reconstruct", summary="Encode and decode an image", openapi_extra=IMAGE_BODY, responses=IMAGE_RESPONSES,
              response_class=Response)
 async def reconstruct(request: Request, size: Size = Query("native", description=SIZE_HELP), format: Format = "png",
                       runtime: Runtime = Depends(get_runtime)):
-    encoder, decoder = runtime.model("encoder"), runtime.model("decoder")
-    arrays, sizes = await _decode_all(request, runtime, size, encoder.stride)
-    latents = await runtime.infer("encoder", arrays)
-    outs = await runtime.infer("decoder", latents)
-    return _image_response([images.encode_image(o, hw, format) for o, hw in zip(outs, sizes)], format, decoder)
+    decoder = runtime.model("decoder")
+    jobs = await _open_all(request, runtime)
+    for job in jobs:
+        pipeline.plan_reconstruct(runtime, job, size)
+    async with runtime.admit(*_totals(jobs), ("encoder", "decoder")) as deadline:
+        outputs = await asyncio.gather(*[pipeline.reconstruct_one(runtime, job, size, format, deadline) for job in jobs])
+    return _image_response(outputs, format, decoder)
 
 
 @router.post("/colorize", summary="Colorize an image (colour input is converted to luma first)", openapi_extra=IMAGE_BODY,
@@ -96,9 +108,12 @@ async def reconstruct(request: Request, size: Size = Query("native", description
 async def colorize(request: Request, size: Size = Query("native", description=SIZE_HELP), format: Format = "png",
                    runtime: Runtime = Depends(get_runtime)):
     colorizer = runtime.model("colorizer")
-    arrays, sizes = await _decode_all(request, runtime, size, colorizer.stride)
-    outs = await runtime.infer("colorizer", [images.luma(a) for a in arrays])
-    return _image_response([images.encode_image(o, hw, format) for o, hw in zip(outs, sizes)], format, colorizer)
+    jobs = await _open_all(request, runtime)
+    work = [pipeline.plan_colorize(runtime, job, size) for job in jobs]
+    async with runtime.admit(*_totals(jobs), ("colorizer",)) as deadline:
+        outputs = await asyncio.gather(*[pipeline.colorize_one(runtime, job, size, format, w, deadline)
+                                         for job, w in zip(jobs, work)])
+    return _image_response(outputs, format, colorizer)
 
 
 class Latent(BaseModel):
@@ -117,10 +132,25 @@ class EncodeResponse(BaseModel):
 async def encode(request: Request, size: Size = Query("32", description=SIZE_HELP + " (default 32: a fixed-length vector)"),
                  runtime: Runtime = Depends(get_runtime)):
     encoder = runtime.model("encoder")
-    arrays, _ = await _decode_all(request, runtime, size, encoder.stride)
-    latents = await runtime.infer("encoder", arrays)
-    return {"model": encoder.name, "version": encoder.version,
-            "results": [{"shape": list(z.shape), "latent": z.ravel().tolist()} for z in latents]}
+    jobs = await _open_all(request, runtime)
+    values = 0
+    for job in jobs:
+        pipeline.plan_reconstruct(runtime, job, size, encode_only=True)
+        h, w = pipeline._model_hw(job, size, encoder.stride)
+        values += encoder.output_channels * (h // encoder.stride) * (w // encoder.stride)
+    _check_json_values(runtime, values)
+    async with runtime.admit(*_totals(jobs), ("encoder",)) as deadline:
+        latents = await asyncio.gather(*[pipeline.encode_one(runtime, job, size, deadline) for job in jobs])
+    body = await pipeline.to_json(values, lambda: {
+        "model": encoder.name, "version": encoder.version,
+        "results": [{"shape": list(z.shape), "latent": z.ravel().tolist()} for z in latents]})
+    return Response(body, media_type="application/json")
+
+
+def _check_json_values(runtime: Runtime, values: int) -> None:
+    if values > runtime.settings.max_json_values:
+        raise ServiceError(413, "response_too_large", f"the response would hold {values:,} numbers as JSON, more than the "
+                           f"limit of {runtime.settings.max_json_values:,} (CAE_MAX_JSON_VALUES); send a smaller image or size=32")
 
 
 class DecodeRequest(BaseModel):
@@ -128,11 +158,16 @@ class DecodeRequest(BaseModel):
     latent: list[float] = Field(..., min_length=1, description="C*h*w values in C-order")
 
 
-@router.post("/decode", summary="A latent vector back to an image", responses=IMAGE_RESPONSES, response_class=Response)
-async def decode(body: DecodeRequest, format: Format = "png", runtime: Runtime = Depends(get_runtime)):
+DECODE_BODY = {"requestBody": {"required": True, "content": {"application/json": {"schema": DecodeRequest.model_json_schema()}}}}
+
+
+@router.post("/decode", summary="A latent vector back to an image", openapi_extra=DECODE_BODY, responses=IMAGE_RESPONSES,
+             response_class=Response)
+async def decode(request: Request, format: Format = "png", runtime: Runtime = Depends(get_runtime)):
     decoder = runtime.model("decoder")
+    body = await parse_json_body(request, DecodeRequest)
     c, h, w = body.shape
-    channels = int(decoder.facts["inputs"][0]["shape"][1])
+    channels = decoder.input_channels
     if c != channels or h < 1 or w < 1:
         raise ServiceError(422, "invalid_latent", f"shape must be [{channels}, h, w] with h, w >= 1; got {body.shape}")
     if h * w * decoder.stride**2 > runtime.settings.max_pixels:
@@ -140,9 +175,23 @@ async def decode(body: DecodeRequest, format: Format = "png", runtime: Runtime =
     if len(body.latent) != c * h * w:
         raise ServiceError(422, "invalid_latent", f"shape {body.shape} needs {c * h * w} values, got {len(body.latent)}")
     z = np.asarray(body.latent, dtype=np.float64).reshape(c, h, w)
+    del body
     if not (np.abs(z) <= np.finfo(np.float32).max).all():  # NaN, infinity, or beyond float32's range
         raise ServiceError(422, "invalid_latent", "latent values must be finite float32 numbers (no NaN or infinity)")
     z = z.astype(np.float32)
-    out = (await runtime.infer("decoder", [z]))[0]
-    return _image_response([images.encode_image(out, out.shape[1:], format)], format, decoder)
+    pixels = decoder.image_pixels(h, w)
+    plan = pipeline.plan_run(runtime, decoder, h, w)
+    async with runtime.admit(pipeline.IO_BYTES_PER_PIXEL["reconstruct"] * pixels + plan.peak_bytes, plan.seconds,
+                             ("decoder",)) as deadline:
+        out = await pipeline.run_model(runtime, "decoder", z, deadline)
+        png = await pipeline.offload(pixels, images.encode_image, out, out.shape[1:], format)
+    return _image_response([png], format, decoder)
 
+
+async def parse_json_body(request: Request, model_cls):
+    """The body as `model_cls`, parsed off the event loop when large; 422 with the reasons otherwise."""
+    try:
+        return await pipeline.parse_body(model_cls, await request.body())
+    except ValidationError as e:
+        details = "; ".join(f"{'.'.join(str(p) for p in err['loc']) or 'body'}: {err['msg']}" for err in e.errors())
+        raise ServiceError(422, "invalid_request", details or "invalid JSON body") from None

@@ -6,14 +6,17 @@ order (the protocol's JSON form); one input and one output per model, as in the 
 
 from __future__ import annotations
 
+import asyncio
 import math
 
 import numpy as np
-from fastapi import APIRouter, Depends
-from fastapi.responses import JSONResponse
+from fastapi import APIRouter, Depends, Request
+from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, Field
 
-from service.deps import Runtime, get_runtime, require_api_key
+from service import pipeline
+from service.deps import Runtime, get_runtime
+from service.routers.inference import parse_json_body
 from service.errors import ServiceError
 
 router = APIRouter(prefix="/v2", tags=["kserve-v2"])
@@ -51,7 +54,7 @@ async def ready(runtime: Runtime = Depends(get_runtime)):
     return JSONResponse({"ready": ok}, status_code=200 if ok else 503)
 
 
-@router.get("/models/{name}", summary="Model metadata", dependencies=[Depends(require_api_key)])
+@router.get("/models/{name}", summary="Model metadata")
 async def model_metadata(name: str, runtime: Runtime = Depends(get_runtime)):
     m = runtime.model(name)
     return {"name": name, "versions": [m.version], "platform": "onnxruntime_onnx",
@@ -64,9 +67,13 @@ async def model_ready(name: str, runtime: Runtime = Depends(get_runtime)):
     return {"name": name, "ready": runtime.ready and not runtime.draining}
 
 
-@router.post("/models/{name}/infer", summary="Inference", dependencies=[Depends(require_api_key)])
-async def infer(name: str, body: InferRequest, runtime: Runtime = Depends(get_runtime)):
+INFER_BODY = {"requestBody": {"required": True, "content": {"application/json": {"schema": InferRequest.model_json_schema()}}}}
+
+
+@router.post("/models/{name}/infer", summary="Inference", openapi_extra=INFER_BODY)
+async def infer(name: str, request: Request, runtime: Runtime = Depends(get_runtime)):
     m = runtime.model(name)
+    body = await parse_json_body(request, InferRequest)
     tensor = body.inputs[0]
     expected = m.facts["inputs"][0]
     if tensor.name != expected["name"]:
@@ -76,18 +83,30 @@ async def infer(name: str, body: InferRequest, runtime: Runtime = Depends(get_ru
     if len(tensor.shape) != 4 or tensor.shape[1] != m.input_channels or min(tensor.shape) < 1:
         raise ServiceError(422, "invalid_tensor", f"shape must be [N, {m.input_channels}, H, W], got {tensor.shape}")
     n, c, h, w = tensor.shape
-    if name != "decoder" and (h % m.stride or w % m.stride):
-        raise ServiceError(422, "invalid_tensor", f"H and W must be multiples of {m.stride}, got {h}x{w}")
-    scale = m.stride**2 if name == "decoder" else 1
-    if n > runtime.settings.max_images_per_request or h * w * scale > runtime.settings.max_pixels:
+    geometry = m.geometry
+    if h % geometry.align or w % geometry.align:
+        raise ServiceError(422, "invalid_tensor", f"H and W must be multiples of {geometry.align}, got {h}x{w}")
+    if n > runtime.settings.max_images_per_request or m.image_pixels(h, w) > runtime.settings.max_pixels:
         raise ServiceError(413, "tensor_too_large", f"shape {tensor.shape} is over the service's limits")
     if len(tensor.data) != math.prod(tensor.shape):
         raise ServiceError(422, "invalid_tensor", f"shape {tensor.shape} needs {math.prod(tensor.shape)} values, got {len(tensor.data)}")
+    out_values = n * m.output_channels * geometry.out(h) * geometry.out(w)
+    if out_values > runtime.settings.max_json_values:
+        raise ServiceError(413, "response_too_large", f"the output tensor would hold {out_values:,} numbers as JSON, more "
+                           f"than the limit of {runtime.settings.max_json_values:,} (CAE_MAX_JSON_VALUES); send fewer or smaller inputs")
     x = np.asarray(tensor.data, dtype=np.float32).reshape(tensor.shape)
+    request_id, output_name = body.id, m.facts["outputs"][0]["name"]
+    del body, tensor
     if not np.isfinite(x).all():
         raise ServiceError(422, "invalid_tensor", "values must be finite")
-    out = np.stack(await runtime.infer(name, list(x)))
-    return {"model_name": name, "model_version": m.version, "id": body.id,
-            "outputs": [{"name": m.facts["outputs"][0]["name"], "datatype": "FP32", "shape": list(out.shape), "data": out.ravel().tolist()}]}
-
-
+    plan = pipeline.plan_run(runtime, m, h, w)
+    # Input and output arrays, the output's Python floats and its JSON text: ~60 bytes per output value.
+    need_bytes = x.nbytes + 60 * out_values + plan.peak_bytes
+    async with runtime.admit(need_bytes, plan.seconds * n, (name,)) as deadline:
+        outs = await asyncio.gather(*[pipeline.run_model(runtime, name, item, deadline) for item in x])
+        out = np.stack(outs)
+        del outs
+        payload = await pipeline.to_json(out_values, lambda: {
+            "model_name": name, "model_version": m.version, "id": request_id,
+            "outputs": [{"name": output_name, "datatype": "FP32", "shape": list(out.shape), "data": out.ravel().tolist()}]})
+    return Response(payload, media_type="application/json")

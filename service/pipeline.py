@@ -1,0 +1,190 @@
+"""What an image request does, planned before it starts: decode, run the models (whole or in tiles),
+encode; with its memory and time estimated up front for admission (service.admission).
+
+The event loop only parses headers and moves bytes: decoding, resizing, colour conversion and encoding of
+anything larger than a thumbnail run in threads (Pillow and numpy release the GIL), model runs in each
+model's own thread (service.batching). So /healthz answers while a 12-megapixel photo is being worked on.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import math
+from dataclasses import dataclass
+from typing import Callable
+
+import numpy as np
+from PIL import Image
+
+from service import images
+from service.deps import Runtime
+from service.models import Model
+from service.tiling import plan_tiles, run_tile
+
+# Below this many pixels an image is decoded and encoded on the event loop: a thread hand-off costs more.
+INLINE_PIXELS = 128 * 128
+
+# Memory a request's own buffers hold at their peak, per image pixel, besides the model runs: the decoded
+# RGB (3), a transposed copy while EXIF orientation is applied (3), the float32 input (12), the float32
+# output (12), its uint8 copy (3) and the encoded file (at most ~4). The reduced /colorize path holds
+# uint8 planes only at full size (RGB, luma, two chroma planes, merged RGB, file).
+IO_BYTES_PER_PIXEL = {"reconstruct": 40, "encode": 20, "colorize": 40, "colorize_reduced": 16}
+# Used for a model whose memory was not measured (CAE_WARMUP=false): more than any shipped model needs.
+UNMEASURED_BYTES_PER_PIXEL = 4096
+
+
+async def offload(pixels: int, fn: Callable, *args):
+    """fn(*args) on the event loop for thumbnails, in a thread otherwise."""
+    if pixels <= INLINE_PIXELS:
+        return fn(*args)
+    return await asyncio.to_thread(fn, *args)
+
+
+@dataclass
+class RunPlan:
+    """One model on one input: its tiles, expected seconds and peak bytes."""
+    tiles: list
+    seconds: float
+    peak_bytes: int
+
+
+def run_limit(runtime: Runtime, model: Model) -> int:
+    """Most input positions one session run of `model` may take: CAE_TILE_MEMORY_MB (and the whole budget)
+    divided by the model's measured bytes per pixel."""
+    settings = runtime.settings
+    per_px = model.cost.bytes_per_pixel or UNMEASURED_BYTES_PER_PIXEL
+    per_input = per_px * model.image_pixels(1, 1)
+    return max(1, int(min(settings.tile_memory_mb << 20, runtime.admission.budget_bytes // 2) / per_input))
+
+
+def plan_run(runtime: Runtime, model: Model, height: int, width: int) -> RunPlan:
+    tiles = plan_tiles(height, width, model.geometry, run_limit(runtime, model))
+    pixels = [model.image_pixels(t.src[1] - t.src[0], t.src[3] - t.src[2]) for t in tiles]
+    per_px = model.cost.bytes_per_pixel or UNMEASURED_BYTES_PER_PIXEL
+    return RunPlan(tiles, model.cost.seconds(sum(pixels), len(tiles)), int(per_px * max(pixels)))
+
+
+async def run_model(runtime: Runtime, role: str, x: np.ndarray, deadline: float) -> np.ndarray:
+    """The model's output for one (C, H, W) input: batched with others when it fits one run, else tile by
+    tile, each tile a job of its own in the model's queue (other requests' runs go in between)."""
+    model, batcher = runtime.model(role), runtime.batchers[role]
+    plan = plan_run(runtime, model, *x.shape[1:])
+    if len(plan.tiles) == 1:
+        return (await batcher.infer([x], deadline))[0]
+    geometry = model.geometry
+    out = np.empty((1, model.output_channels, geometry.out(x.shape[1]), geometry.out(x.shape[2])), dtype=np.float32)
+    batch = x[None]
+    for tile in plan.tiles:
+        def work(options, tile=tile):
+            run_tile(lambda t: batcher.run_now(t, options), batch, tile, geometry, out)
+        runtime.metrics.tiles.labels(role).inc()
+        await batcher.call(work, model.image_pixels(tile.src[1] - tile.src[0], tile.src[3] - tile.src[2]), deadline)
+    return out[0]
+
+
+def _padded(n: int, stride: int) -> int:
+    return math.ceil(n / stride) * stride
+
+
+# -- the three image routes ----------------------------------------------------------------------------
+
+@dataclass
+class ImageJob:
+    """One image of a request: opened (header only), its upright size, and the plan for it."""
+    image: Image.Image
+    hw: tuple[int, int]
+    need_bytes: int = 0
+    need_s: float = 0.0
+
+    @property
+    def pixels(self) -> int:
+        return self.hw[0] * self.hw[1]
+
+
+def _model_hw(job: ImageJob, size: str, stride: int) -> tuple[int, int]:
+    return (32, 32) if size == "32" else (_padded(job.hw[0], stride), _padded(job.hw[1], stride))
+
+
+def plan_reconstruct(runtime: Runtime, job: ImageJob, size: str, encode_only: bool = False) -> None:
+    encoder = runtime.model("encoder")
+    h, w = _model_hw(job, size, encoder.stride)
+    enc = plan_run(runtime, encoder, h, w)
+    seconds, peak = enc.seconds, enc.peak_bytes
+    if not encode_only:
+        decoder = runtime.model("decoder")
+        dec = plan_run(runtime, decoder, h // encoder.stride, w // encoder.stride)
+        seconds, peak = seconds + dec.seconds, max(peak, dec.peak_bytes)
+    io = IO_BYTES_PER_PIXEL["encode" if encode_only else "reconstruct"]
+    job.need_bytes, job.need_s = io * max(job.pixels, h * w) + peak, seconds
+
+
+def plan_colorize(runtime: Runtime, job: ImageJob, size: str) -> tuple[int, int] | None:
+    """Plan one image; returns the working size of the reduced path, or None for full resolution."""
+    colorizer, settings = runtime.model("colorizer"), runtime.settings
+    work = None if size == "32" else images.colorize_work_size(*job.hw, settings.colorize_chroma_scale,
+                                                                 settings.colorize_max_work_pixels)
+    h, w = _model_hw(job, size, colorizer.stride) if work is None else (_padded(work[0], colorizer.stride),
+                                                                      _padded(work[1], colorizer.stride))
+    run = plan_run(runtime, colorizer, h, w)
+    io = IO_BYTES_PER_PIXEL["colorize"] * h * w if work is None else (
+        IO_BYTES_PER_PIXEL["colorize_reduced"] * job.pixels + IO_BYTES_PER_PIXEL["colorize"] * h * w)
+    job.need_bytes, job.need_s = io + run.peak_bytes, run.seconds
+    return work
+
+
+def _model_input(image: Image.Image, size: str, stride: int) -> tuple[np.ndarray, tuple[int, int]]:
+    return images.to_model_input(np.asarray(images.load_rgb(image), dtype=np.uint8), size, stride)
+
+
+async def reconstruct_one(runtime: Runtime, job: ImageJob, size: str, fmt: str, deadline: float) -> bytes:
+    encoder = runtime.model("encoder")
+    x, out_hw = await offload(job.pixels, _model_input, job.image, size, encoder.stride)
+    z = await run_model(runtime, "encoder", x, deadline)
+    del x  # the float input is the largest buffer: let it go before the decoder's output exists
+    out = await run_model(runtime, "decoder", z, deadline)
+    return await offload(job.pixels, images.encode_image, out, out_hw, fmt)
+
+
+async def encode_one(runtime: Runtime, job: ImageJob, size: str, deadline: float) -> np.ndarray:
+    x, _ = await offload(job.pixels, _model_input, job.image, size, runtime.model("encoder").stride)
+    return await run_model(runtime, "encoder", x, deadline)
+
+
+async def colorize_one(runtime: Runtime, job: ImageJob, size: str, fmt: str, work: tuple[int, int] | None,
+                       deadline: float) -> bytes:
+    colorizer = runtime.model("colorizer")
+    if work is None:  # at full resolution (thumbnails, size=32): exactly the model's own output
+        x, out_hw = await offload(job.pixels, _model_input, job.image, size, colorizer.stride)
+        out = await run_model(runtime, "colorizer", images.luma(x), deadline)
+        return await offload(job.pixels, images.encode_image, out, out_hw, fmt)
+    rgb = await offload(job.pixels, images.load_rgb, job.image)
+    gray = await offload(job.pixels, images.reduced_luma, rgb, work, colorizer.stride)
+    colour = await run_model(runtime, "colorizer", gray, deadline)
+    merged = await offload(job.pixels, images.lay_chroma_under_luma, rgb, colour, work)
+    del rgb
+    return await offload(job.pixels, images.save_image, merged, fmt)
+
+
+def json_bytes(payload: dict) -> bytes:
+    import json
+
+    return json.dumps(payload, separators=(",", ":")).encode()
+
+
+async def to_json(values: int, payload_fn: Callable[[], dict]) -> bytes:
+    """Build a JSON body, in a thread when it holds many numbers (serialising 1M floats takes ~0.3 s)."""
+    if values <= 65536:
+        return json_bytes(payload_fn())
+    return await asyncio.to_thread(lambda: json_bytes(payload_fn()))
+
+
+def parse_json(model_cls, body: bytes):
+    return model_cls.model_validate_json(body)
+
+
+async def parse_body(model_cls, body: bytes):
+    """A pydantic model from a JSON body, parsed in a thread when large."""
+    if len(body) <= 256 * 1024:
+        return parse_json(model_cls, body)
+    return await asyncio.to_thread(functools.partial(parse_json, model_cls, body))
