@@ -11,7 +11,7 @@ import os
 import sys
 
 from service.models import ModelLoadError
-from service.serve import InsecureBindError, serve
+from service.serve import InsecureBindError, SettingsError, serve
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -24,7 +24,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         serve(host=args.host, port=args.port, insecure=args.insecure, workers_log_level=args.log_level)
-    except (InsecureBindError, ModelLoadError) as e:
+    except (InsecureBindError, SettingsError, ModelLoadError) as e:
         print(f"cae service: error: {e}", file=sys.stderr)
         return 2
     return 0

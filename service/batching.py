@@ -175,55 +175,61 @@ class Batcher:
             self.queued_s += job.expected_s
 
     async def _work(self) -> None:
-        loop = asyncio.get_running_loop()
         while True:
             while not self.queue:
                 self._wakeup.clear()
                 await self._wakeup.wait()
             first = self._pop()
-            if not first.live:
-                continue
-            batch = [first]
-            if first.item is not None and self.enabled:
+            if first.live:
+                # In a call of its own, so nothing of this batch (inputs of up to hundreds of megabytes) stays
+                # referenced from this loop's frame while it waits for the next job.
+                await self._run_batch(first)
+            del first
+
+    async def _run_batch(self, first: Job) -> None:
+        loop = asyncio.get_running_loop()
+        batch = [first]
+        if first.item is not None and self.enabled:
+            self._take_same_shape(batch)
+            if self.max_wait_s > 0 and len(batch) < self.max_batch_size:
+                await asyncio.sleep(self.max_wait_s)
                 self._take_same_shape(batch)
-                if self.max_wait_s > 0 and len(batch) < self.max_batch_size:
-                    await asyncio.sleep(self.max_wait_s)
-                    self._take_same_shape(batch)
-            now = loop.time()
-            for job in batch:
-                if job.live and now >= job.deadline:  # never start work nobody can use
-                    job.future.set_exception(timeout_error(self.timeout_s))
-            batch = [job for job in batch if job.live]
-            if not batch:
-                continue
-            started = time.perf_counter()
-            for job in batch:
-                self.metrics.queue_wait.labels(self.model.role).observe(started - job.enqueued)
-            expected_s = sum(j.expected_s for j in batch)
-            options = self.model.run_options(sum(j.expected_bytes for j in batch))
-            self._running = (options, batch, started + expected_s)
-            try:
-                if first.fn is not None:
-                    result = [await loop.run_in_executor(self.executor, first.fn, options)]
+        now = loop.time()
+        for job in batch:
+            if job.live and now >= job.deadline:  # never start work nobody can use
+                job.future.set_exception(timeout_error(self.timeout_s))
+        batch = [job for job in batch if job.live]
+        if not batch:
+            return
+        started = time.perf_counter()
+        for job in batch:
+            self.metrics.queue_wait.labels(self.model.role).observe(started - job.enqueued)
+        expected_s = sum(j.expected_s for j in batch)
+        options = self.model.run_options(sum(j.expected_bytes for j in batch))
+        self._running = (options, batch, started + expected_s)
+        try:
+            if first.fn is not None:
+                result = [await loop.run_in_executor(self.executor, first.fn, options)]
+            else:
+                stacked = np.stack([j.item for j in batch])
+                if 0 < expected_s < self.inline_s:
+                    result = list(self.run_now(stacked, options))
                 else:
-                    stacked = np.stack([j.item for j in batch])
-                    if 0 < expected_s < self.inline_s:
-                        result = list(self.run_now(stacked, options))
-                    else:
-                        result = list(await loop.run_in_executor(self.executor, self.run_now, stacked, options))
-            except Exception as e:  # a failing run fails its requests, never the worker
-                error = e if isinstance(e, ServiceError) else ServiceError(500, "inference_failed", f"inference failed: {e}")
-                if options.terminate:
-                    error = timeout_error(self.timeout_s)
-                for job in batch:
-                    if job.live:
-                        job.future.set_exception(error)
-                continue
-            finally:
-                self._running = None
-            for job, out in zip(batch, result):
+                    result = list(await loop.run_in_executor(self.executor, self.run_now, stacked, options))
+                del stacked
+        except Exception as e:  # a failing run fails its requests, never the worker
+            error = e if isinstance(e, ServiceError) else ServiceError(500, "inference_failed", f"inference failed: {e}")
+            if options.terminate:
+                error = timeout_error(self.timeout_s)
+            for job in batch:
                 if job.live:
-                    job.future.set_result(out)
+                    job.future.set_exception(error)
+            return
+        finally:
+            self._running = None
+        for job, out in zip(batch, result):
+            if job.live:
+                job.future.set_result(out)
 
     def run_now(self, batch: np.ndarray, options: ort.RunOptions | None = None) -> np.ndarray:
         """One session run on the calling thread, recorded in the metrics."""

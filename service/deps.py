@@ -11,9 +11,13 @@ from fastapi import Request
 from service.admission import Admission
 from service.batching import Batcher
 from service.errors import ServiceError
+from service.memory import trim
 from service.metrics import Metrics
 from service.models import Model
 from service.settings import Settings
+
+
+TRIM_AFTER_BYTES = 64 << 20
 
 
 class Runtime:
@@ -42,6 +46,10 @@ class Runtime:
         backlog_s = sum(self.batchers[role].backlog_s() for role in roles)
         with self.admission.admit(need_bytes, need_s, backlog_s):
             yield asyncio.get_running_loop().time() + self.settings.inference_timeout_s
+        if need_bytes > TRIM_AFTER_BYTES:
+            # Large blocks went back to the kernel when freed (service.memory); this returns the free pages
+            # left inside the allocator's arenas, which would otherwise stay resident after a burst.
+            asyncio.get_running_loop().run_in_executor(None, trim)
 
 
 # Dependencies are `async def` on purpose: FastAPI runs plain `def` dependencies in a thread pool,

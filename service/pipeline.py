@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import json
 import math
 from dataclasses import dataclass
 from typing import Callable
@@ -166,17 +167,34 @@ async def colorize_one(runtime: Runtime, job: ImageJob, size: str, fmt: str, wor
     return await offload(job.pixels, images.save_image, merged, fmt)
 
 
-def json_bytes(payload: dict) -> bytes:
-    import json
+# Numbers per json.dumps call. The C encoder holds the GIL for a whole call (about 0.7 us per float), so a
+# 1.5M-value latent serialised in one call stalls the event loop for a second even from another thread;
+# in pieces this size, the loop gets the GIL back every few milliseconds.
+JSON_CHUNK = 4096
 
-    return json.dumps(payload, separators=(",", ":")).encode()
+
+def json_bytes(obj) -> bytes:
+    """JSON for dicts, lists, scalars and numpy arrays (as flat lists of numbers), built piece by piece."""
+    return _json_text(obj).encode()
 
 
-async def to_json(values: int, payload_fn: Callable[[], dict]) -> bytes:
-    """Build a JSON body, in a thread when it holds many numbers (serialising 1M floats takes ~0.3 s)."""
+def _json_text(obj) -> str:
+    if isinstance(obj, np.ndarray):
+        flat = obj.ravel()
+        return "[" + ",".join(json.dumps(flat[i:i + JSON_CHUNK].tolist())[1:-1]
+                              for i in range(0, len(flat), JSON_CHUNK) if len(flat)) + "]"
+    if isinstance(obj, dict):
+        return "{" + ",".join(f"{json.dumps(str(k))}:{_json_text(v)}" for k, v in obj.items()) + "}"
+    if isinstance(obj, (list, tuple)):
+        return "[" + ",".join(_json_text(v) for v in obj) + "]"
+    return json.dumps(obj)
+
+
+async def to_json(values: int, payload: dict) -> bytes:
+    """A JSON body (numpy arrays as flat lists), built in a thread when it holds many numbers."""
     if values <= 65536:
-        return json_bytes(payload_fn())
-    return await asyncio.to_thread(lambda: json_bytes(payload_fn()))
+        return json_bytes(payload)
+    return await asyncio.to_thread(json_bytes, payload)
 
 
 def parse_json(model_cls, body: bytes):

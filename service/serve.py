@@ -1,18 +1,40 @@
-"""`cae serve`: uvicorn with the service's own checks (no open port without an API key) and draining."""
+"""`python -m service` / `cae serve`: uvicorn with the service's own checks and limits.
+
+- no open port without an API key (InsecureBindError), and no empty key (SettingsError);
+- request headers must arrive within CAE_HEADER_TIMEOUT_S of the connection opening or the previous
+  response, or the connection gets a JSON 408 and is closed (uvicorn itself waits forever);
+- SIGTERM: /readyz turns 503 at once, in-flight requests get the grace period to finish.
+"""
 
 from __future__ import annotations
 
 import ipaddress
+import json
 import logging
 
 import uvicorn
+from pydantic import ValidationError
+from uvicorn.protocols.http.h11_impl import H11Protocol
 
+from service.errors import error_body
 from service.main import create_app
 from service.settings import Settings
 
 
 class InsecureBindError(ValueError):
     pass
+
+
+class SettingsError(ValueError):
+    """A CAE_* variable is invalid; the message is one line per problem."""
+
+
+def load_settings(**overrides) -> Settings:
+    try:
+        return Settings(**overrides)
+    except ValidationError as e:
+        problems = "; ".join(f"CAE_{'_'.join(str(p) for p in err['loc']).upper()}: {err['msg']}" for err in e.errors())
+        raise SettingsError(problems) from None
 
 
 def is_loopback(host: str) -> bool:
@@ -22,6 +44,50 @@ def is_loopback(host: str) -> bool:
         return ipaddress.ip_address(host).is_loopback
     except ValueError:
         return False
+
+
+class HeaderTimeoutProtocol(H11Protocol):
+    """uvicorn's h11 protocol with a deadline for request headers (slow-header clients hold no connection)."""
+
+    header_timeout_s = 10.0
+    _header_timer = None
+
+    def connection_made(self, transport) -> None:
+        super().connection_made(transport)
+        self._arm()
+
+    def _in_request(self) -> bool:
+        return self.cycle is not None and not self.cycle.response_complete
+
+    def _arm(self) -> None:
+        if self._header_timer is None:
+            self._header_timer = self.loop.call_later(self.header_timeout_s, self._headers_too_slow)
+
+    def _disarm(self) -> None:
+        if self._header_timer is not None:
+            self._header_timer.cancel()
+            self._header_timer = None
+
+    def data_received(self, data: bytes) -> None:
+        if not self._in_request():
+            self._arm()  # bytes of a new request: its headers are on the clock
+        super().data_received(data)
+        if self._in_request():
+            self._disarm()  # headers complete: the body has its own deadline (CAE_BODY_TIMEOUT_S)
+
+    def connection_lost(self, exc) -> None:
+        self._disarm()
+        super().connection_lost(exc)
+
+    def _headers_too_slow(self) -> None:
+        self._header_timer = None
+        if self._in_request() or self.transport.is_closing():
+            return
+        body = json.dumps(error_body(408, "request_timeout", f"the request headers did not arrive within "
+                                     f"{self.header_timeout_s:g} s (CAE_HEADER_TIMEOUT_S)")).encode()
+        self.transport.write(b"HTTP/1.1 408 Request Timeout\r\ncontent-type: application/json\r\nconnection: close\r\n"
+                             b"content-length: " + str(len(body)).encode() + b"\r\n\r\n" + body)
+        self.transport.close()
 
 
 class DrainingServer(uvicorn.Server):
@@ -38,12 +104,15 @@ class DrainingServer(uvicorn.Server):
 
 def serve(host: str = "127.0.0.1", port: int = 8000, insecure: bool = False, workers_log_level: str = "info",
           graceful_timeout_s: float = 30.0, settings: Settings | None = None) -> None:
-    settings = settings or Settings()
-    if not is_loopback(host) and settings.api_key is None and not insecure:
+    settings = settings or load_settings()
+    if insecure and not settings.insecure:
+        settings = settings.model_copy(update={"insecure": True})
+    if not is_loopback(host) and settings.api_key is None and not settings.insecure:
         raise InsecureBindError(f"refusing to bind {host} without an API key: set CAE_API_KEY, or pass --insecure "
                                 "to serve without one (e.g. behind an authenticating proxy)")
     logging.basicConfig(level=workers_log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     app = create_app(settings)
+    protocol = type("CaeH11Protocol", (HeaderTimeoutProtocol,), {"header_timeout_s": settings.header_timeout_s})
     config = uvicorn.Config(app, host=host, port=port, log_level=workers_log_level, timeout_graceful_shutdown=graceful_timeout_s,
-                            access_log=False)
+                            access_log=False, http=protocol)
     DrainingServer(config, app.state.runtime).run()

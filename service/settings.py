@@ -40,12 +40,12 @@ class Settings(BaseSettings):
                                   description="memory all admitted requests may use together, estimated before each runs "
                                   "(413 if one request can never fit, 503 + Retry-After while others hold it); "
                                   "default: half of the machine's (or cgroup's) memory")
-    tile_memory_mb: int = Field(256, ge=1, description="most memory one session run may use: larger images run in "
+    tile_memory_mb: int = Field(512, ge=1, description="most memory one session run may use: larger images run in "
                                 "overlapping tiles (same output), one tile per run, other requests' runs in between")
     colorize_chroma_scale: float = Field(4.0, ge=1, description="/colorize on images larger than 64x64 predicts colour "
                                          "at 1/scale of each side (colour is low-frequency) and lays it under the "
                                          "full-resolution luma; 1: full resolution")
-    colorize_max_work_pixels: int = Field(256 * 256, ge=1024, description="the largest resolution (pixels) /colorize "
+    colorize_max_work_pixels: int = Field(128 * 256, ge=1024, description="the largest resolution (pixels) /colorize "
                                           "predicts colour at; larger images are scaled down further for that step")
     max_json_values: int = Field(1 << 22, ge=1, description="most numbers in one JSON response (latents, V2 tensors): "
                                  "413 before running beyond")

@@ -141,9 +141,8 @@ async def encode(request: Request, size: Size = Query("32", description=SIZE_HEL
     _check_json_values(runtime, values)
     async with runtime.admit(*_totals(jobs), ("encoder",)) as deadline:
         latents = await asyncio.gather(*[pipeline.encode_one(runtime, job, size, deadline) for job in jobs])
-    body = await pipeline.to_json(values, lambda: {
-        "model": encoder.name, "version": encoder.version,
-        "results": [{"shape": list(z.shape), "latent": z.ravel().tolist()} for z in latents]})
+    body = await pipeline.to_json(values, {"model": encoder.name, "version": encoder.version,
+                                           "results": [{"shape": list(z.shape), "latent": z} for z in latents]})
     return Response(body, media_type="application/json")
 
 
