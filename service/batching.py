@@ -9,9 +9,8 @@ one tile, not for the whole image.
 
 Deadlines: every job carries its request's deadline. A job whose deadline has passed is never started; a
 request whose deadline passes while its run is going stops that run (onnxruntime's RunOptions.terminate,
-checked between operators) unless other live requests share it, and is answered 504. `backlog_s` (the
-expected seconds of queued and running work, from the costs measured at warm-up) is what admission uses
-to answer 503 at once when a request could not finish in time anyway.
+checked between operators) unless other live requests share it, and is answered 504. (Admission, in
+service.deps, answers 503 at once when a request could not finish in time anyway.)
 
 Where a run happens: a run expected to be short (under `inline_s`) runs on the event loop itself, because
 handing it to a thread and back costs more than the run (measured: 32x32 reconstructions were several
@@ -36,6 +35,11 @@ import onnxruntime as ort
 from service.errors import ServiceError
 from service.metrics import Metrics
 from service.models import Model
+
+
+# Runs on the event loop (no deadline can stop them) are also limited in size, whatever their estimate says:
+# an estimate that is wrong must not freeze the loop. 32 thumbnails of 32x32.
+INLINE_MAX_PIXELS = 32 * 32 * 32
 
 
 def timeout_error(timeout_s: float) -> ServiceError:
@@ -65,8 +69,7 @@ class Batcher:
         self.max_batch_size, self.max_wait_s, self.enabled, self.timeout_s = max_batch_size, max_wait_s, enabled, timeout_s
         self.queue: deque[Job] = deque()
         self._wakeup = asyncio.Event()
-        self.queued_s = 0.0  # expected seconds of the queued jobs
-        self._running: tuple[ort.RunOptions, list[Job], float] | None = None  # options, jobs, expected end
+        self._running: tuple[ort.RunOptions, list[Job]] | None = None  # the run going on: options, jobs
         # One thread per model: its session runs one job at a time, the next batch forming meanwhile.
         self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"cae-{model.role}")
         self.task: asyncio.Task | None = None
@@ -91,20 +94,12 @@ class Batcher:
             if job.live:
                 job.future.set_exception(error)
         self.queue.clear()
-        self.queued_s = 0.0
         if self._running is not None:
-            options, jobs, _ = self._running
+            options, jobs = self._running
             for job in jobs:
                 if job.live:
                     job.future.set_exception(error)
             options.terminate = True
-
-    def backlog_s(self) -> float:
-        """Expected seconds until work submitted now would start."""
-        running = 0.0
-        if self._running is not None:
-            running = max(0.0, self._running[2] - time.perf_counter())
-        return self.queued_s + running
 
     def expected_s(self, pixels: int, runs: int = 1) -> float:
         return self.model.cost.seconds(pixels, runs)
@@ -116,7 +111,7 @@ class Batcher:
         loop = asyncio.get_running_loop()
         pixels = [self.model.image_pixels(*i.shape[-2:]) for i in items]
         expected = self.expected_s(sum(pixels), len(items))
-        if 0 < expected < self.min_run_s:  # too cheap for the queue to pay (module docstring)
+        if 0 < expected < self.min_run_s and sum(pixels) <= INLINE_MAX_PIXELS:  # too cheap for the queue (module docstring)
             for _ in items:
                 self.metrics.queue_wait.labels(self.model.role).observe(0.0)
             return self._run_group(items)
@@ -133,7 +128,6 @@ class Batcher:
 
     def _submit(self, jobs: list[Job]) -> None:
         self.queue.extend(jobs)
-        self.queued_s += sum(j.expected_s for j in jobs)
         self._wakeup.set()
 
     async def _wait(self, jobs: list[Job], deadline: float) -> list:
@@ -150,16 +144,14 @@ class Batcher:
             if job.live:
                 job.future.cancel()
         if self._running is not None:
-            options, running_jobs, _ = self._running
+            options, running_jobs = self._running
             if not any(j.live for j in running_jobs):
                 options.terminate = True  # nobody is waiting for this run any more
 
     # -- the worker --------------------------------------------------------------------------------------
 
     def _pop(self) -> Job:
-        job = self.queue.popleft()
-        self.queued_s = max(0.0, self.queued_s - job.expected_s)
-        return job
+        return self.queue.popleft()
 
     def _take_same_shape(self, batch: list[Job]) -> None:
         shape = batch[0].item.shape
@@ -172,7 +164,6 @@ class Batcher:
                 keep.append(job)
         for job in reversed(keep):
             self.queue.appendleft(job)
-            self.queued_s += job.expected_s
 
     async def _work(self) -> None:
         while True:
@@ -206,13 +197,13 @@ class Batcher:
             self.metrics.queue_wait.labels(self.model.role).observe(started - job.enqueued)
         expected_s = sum(j.expected_s for j in batch)
         options = self.model.run_options(sum(j.expected_bytes for j in batch))
-        self._running = (options, batch, started + expected_s)
+        self._running = (options, batch)
         try:
             if first.fn is not None:
                 result = [await loop.run_in_executor(self.executor, first.fn, options)]
             else:
                 stacked = np.stack([j.item for j in batch])
-                if 0 < expected_s < self.inline_s:
+                if 0 < expected_s < self.inline_s and stacked.shape[0] * self.model.image_pixels(*stacked.shape[2:]) <= INLINE_MAX_PIXELS:
                     result = list(self.run_now(stacked, options))
                 else:
                     result = list(await loop.run_in_executor(self.executor, self.run_now, stacked, options))

@@ -28,6 +28,7 @@ class Runtime:
         self.models: dict[str, Model] = {}
         self.batchers: dict[str, Batcher] = {}
         self.admission = Admission(settings.memory_budget_mb << 20, settings.inference_timeout_s, metrics)
+        self.admitted_s: dict[str, float] = {}  # expected inference seconds of admitted, unfinished requests
         self.ready = False
         self.draining = False
 
@@ -43,9 +44,17 @@ class Runtime:
         """Admit a planned request (service.admission) and yield its deadline (event-loop time)."""
         for role in roles:
             self.model(role)
-        backlog_s = sum(self.batchers[role].backlog_s() for role in roles)
+        # The work admitted before this request and not finished yet, on the busiest model it needs (an
+        # admitted request counts in full until it finishes: it may not have reached a queue yet).
+        backlog_s = max(self.admitted_s.get(role, 0.0) for role in roles)
         with self.admission.admit(need_bytes, need_s, backlog_s):
-            yield asyncio.get_running_loop().time() + self.settings.inference_timeout_s
+            for role in roles:
+                self.admitted_s[role] = self.admitted_s.get(role, 0.0) + need_s
+            try:
+                yield asyncio.get_running_loop().time() + self.settings.inference_timeout_s
+            finally:
+                for role in roles:
+                    self.admitted_s[role] = max(0.0, self.admitted_s[role] - need_s)
         if need_bytes > TRIM_AFTER_BYTES:
             # Large blocks went back to the kernel when freed (service.memory); this returns the free pages
             # left inside the allocator's arenas, which would otherwise stay resident after a burst.
