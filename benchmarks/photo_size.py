@@ -21,7 +21,6 @@ import io
 import json
 import os
 import re
-import socket
 import subprocess
 import sys
 import tempfile
@@ -33,6 +32,8 @@ import numpy as np
 from PIL import Image
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "benchmarks"))
+from serve_load import free_port  # noqa: E402
 SIZES_MP = (0.25, 1, 4, 12)
 ENDPOINTS = ("/reconstruct", "/colorize", "/encode?size=native")
 
@@ -125,12 +126,6 @@ class Sampler:
         self._stop.set()
         for t in self.threads:
             t.join()
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def start_server(models: Path, port: int, env: dict) -> subprocess.Popen:

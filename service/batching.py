@@ -150,14 +150,11 @@ class Batcher:
 
     # -- the worker --------------------------------------------------------------------------------------
 
-    def _pop(self) -> Job:
-        return self.queue.popleft()
-
     def _take_same_shape(self, batch: list[Job]) -> None:
         shape = batch[0].item.shape
         keep = deque()
         while self.queue and len(batch) < self.max_batch_size:
-            job = self._pop()
+            job = self.queue.popleft()
             if job.item is not None and job.item.shape == shape:
                 batch.append(job)
             else:
@@ -170,7 +167,7 @@ class Batcher:
             while not self.queue:
                 self._wakeup.clear()
                 await self._wakeup.wait()
-            first = self._pop()
+            first = self.queue.popleft()
             if first.live:
                 # In a call of its own, so nothing of this batch (inputs of up to hundreds of megabytes) stays
                 # referenced from this loop's frame while it waits for the next job.

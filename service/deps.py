@@ -57,7 +57,6 @@ class Runtime:
             finally:
                 for role in roles:
                     self.admitted_s[role] = max(0.0, self.admitted_s[role] - need_s)
-        self.reserved_since_trim = max(self.reserved_since_trim, need_bytes)
         if self.reserved_since_trim > TRIM_AFTER_BYTES and self.admission.reserved_bytes == 0:
             # Large blocks went back to the kernel when freed (service.memory); once the service is idle
             # after large requests or a burst, this returns the free pages left inside the allocator's

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import functools
 import os
 import threading
 import time
@@ -83,18 +84,23 @@ class PeakSampler:
         return max(0, self.peak - self.base)
 
 
+@functools.cache
+def _libc():
+    """The C library, loaded once (None where it cannot be)."""
+    name = ctypes.util.find_library("c")
+    try:
+        return ctypes.CDLL(name) if name else None
+    except OSError:
+        return None
+
+
 def give_large_blocks_back() -> bool:
     """Make glibc return every block over 128 KiB to the kernel when it is freed.
 
     By default glibc raises its mmap threshold each time a large block is freed (up to 32 MiB), after which
     freed image-sized buffers stay in the heap: measured here, RSS stayed at 6-13 GB after a few photo-sized
     requests. A fixed threshold turns that off. Returns False where the C library has no mallopt."""
-    name = ctypes.util.find_library("c")
-    try:
-        libc = ctypes.CDLL(name) if name else None
-        mallopt = libc.mallopt if libc is not None else None
-    except (OSError, AttributeError):
-        return False
+    mallopt = getattr(_libc(), "mallopt", None)
     if mallopt is None:
         return False
     m_mmap_threshold, m_trim_threshold = -3, -1
@@ -104,8 +110,6 @@ def give_large_blocks_back() -> bool:
 
 def trim() -> None:
     """Hand free heap pages back to the kernel (glibc's malloc_trim); a no-op elsewhere."""
-    name = ctypes.util.find_library("c")
-    try:
-        ctypes.CDLL(name).malloc_trim(0)
-    except (OSError, AttributeError, TypeError):
-        pass
+    malloc_trim = getattr(_libc(), "malloc_trim", None)
+    if malloc_trim is not None:
+        malloc_trim(0)

@@ -9,7 +9,6 @@ model's own thread (service.batching). So /healthz answers while a 12-megapixel 
 from __future__ import annotations
 
 import asyncio
-import functools
 import json
 import math
 from dataclasses import dataclass
@@ -103,13 +102,13 @@ class ImageJob:
         return self.hw[0] * self.hw[1]
 
 
-def _model_hw(job: ImageJob, size: str, stride: int) -> tuple[int, int]:
+def model_hw(job: ImageJob, size: str, stride: int) -> tuple[int, int]:
     return (32, 32) if size == "32" else (_padded(job.hw[0], stride), _padded(job.hw[1], stride))
 
 
 def plan_reconstruct(runtime: Runtime, job: ImageJob, size: str, encode_only: bool = False) -> None:
     encoder = runtime.model("encoder")
-    h, w = _model_hw(job, size, encoder.stride)
+    h, w = model_hw(job, size, encoder.stride)
     enc = plan_run(runtime, encoder, h, w)
     seconds, peak = enc.seconds, enc.peak_bytes
     if not encode_only:
@@ -125,7 +124,7 @@ def plan_colorize(runtime: Runtime, job: ImageJob, size: str) -> tuple[int, int]
     colorizer, settings = runtime.model("colorizer"), runtime.settings
     work = None if size == "32" else images.colorize_work_size(*job.hw, settings.colorize_chroma_scale,
                                                                  settings.colorize_max_work_pixels)
-    h, w = _model_hw(job, size, colorizer.stride) if work is None else (_padded(work[0], colorizer.stride),
+    h, w = model_hw(job, size, colorizer.stride) if work is None else (_padded(work[0], colorizer.stride),
                                                                       _padded(work[1], colorizer.stride))
     run = plan_run(runtime, colorizer, h, w)
     io = IO_BYTES_PER_PIXEL["colorize"] * h * w if work is None else (
@@ -205,4 +204,4 @@ async def parse_body(model_cls, body: bytes):
     """A pydantic model from a JSON body, parsed in a thread when large."""
     if len(body) <= 256 * 1024:
         return parse_json(model_cls, body)
-    return await asyncio.to_thread(functools.partial(parse_json, model_cls, body))
+    return await asyncio.to_thread(parse_json, model_cls, body)

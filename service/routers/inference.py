@@ -136,7 +136,7 @@ async def encode(request: Request, size: Size = Query("32", description=SIZE_HEL
     values = 0
     for job in jobs:
         pipeline.plan_reconstruct(runtime, job, size, encode_only=True)
-        h, w = pipeline._model_hw(job, size, encoder.stride)
+        h, w = pipeline.model_hw(job, size, encoder.stride)
         values += encoder.output_channels * (h // encoder.stride) * (w // encoder.stride)
     _check_json_values(runtime, values)
     async with runtime.admit(*_totals(jobs), ("encoder",)) as deadline:
