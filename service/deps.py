@@ -18,6 +18,7 @@ from service.settings import Settings
 
 
 TRIM_AFTER_BYTES = 64 << 20
+TRIM_DELAY_S = 0.5
 
 
 class Runtime:
@@ -48,20 +49,29 @@ class Runtime:
         # The work admitted before this request and not finished yet, on the busiest model it needs (an
         # admitted request counts in full until it finishes: it may not have reached a queue yet).
         backlog_s = max(self.admitted_s.get(role, 0.0) for role in roles)
-        with self.admission.admit(need_bytes, need_s, backlog_s):
-            self.reserved_since_trim = max(self.reserved_since_trim, self.admission.reserved_bytes)
-            for role in roles:
-                self.admitted_s[role] = self.admitted_s.get(role, 0.0) + need_s
-            try:
-                yield asyncio.get_running_loop().time() + self.settings.inference_timeout_s
-            finally:
+        try:
+            with self.admission.admit(need_bytes, need_s, backlog_s):
+                self.reserved_since_trim = max(self.reserved_since_trim, self.admission.reserved_bytes)
                 for role in roles:
-                    self.admitted_s[role] = max(0.0, self.admitted_s[role] - need_s)
-        if self.reserved_since_trim > TRIM_AFTER_BYTES and self.admission.reserved_bytes == 0:
-            # Large blocks went back to the kernel when freed (service.memory); once the service is idle
-            # after large requests or a burst, this returns the free pages left inside the allocator's
-            # per-thread arenas too (measured: 635 MB kept after a burst of 256x256 /colorize without it).
-            self.reserved_since_trim = 0
+                    self.admitted_s[role] = self.admitted_s.get(role, 0.0) + need_s
+                try:
+                    yield asyncio.get_running_loop().time() + self.settings.inference_timeout_s
+                finally:
+                    for role in roles:
+                        self.admitted_s[role] = max(0.0, self.admitted_s[role] - need_s)
+        finally:
+            # However the request ended (an answer, an error, a cancelled task).
+            if self.reserved_since_trim > TRIM_AFTER_BYTES and self.admission.reserved_bytes == 0:
+                # Large blocks went back to the kernel when freed (service.memory); once the service is idle
+                # after large requests or a burst, this returns the free pages left inside the allocator's
+                # per-thread arenas too (measured: 635 MB kept after a burst of 256x256 /colorize without it).
+                # Half a second later: the request's own buffers (held by the route until its response is
+                # built and sent) are freed by then.
+                self.reserved_since_trim = 0
+                asyncio.get_running_loop().call_later(TRIM_DELAY_S, self._trim_if_idle)
+
+    def _trim_if_idle(self) -> None:
+        if self.admission.reserved_bytes == 0:
             asyncio.get_running_loop().run_in_executor(None, trim)
 
 
