@@ -9,7 +9,7 @@ Starts `python -m service` on loopback with the given models and default setting
 - a burst: wrk with 120 connections sending 256x256 /colorize requests for --burst-seconds: status
   counts (503s with and without Retry-After), worst latency;
 - all along, /healthz every 20 ms on its own connection: its worst latency per phase;
-- RSS at idle before, and 3 s after the last request.
+- RSS at idle before, and 3 s after the last request finished in the service.
 Needs wrk (Debian: apt-get install wrk).
 """
 
@@ -146,6 +146,18 @@ def start_server(models: Path, port: int, env: dict) -> subprocess.Popen:
     raise SystemExit("the service did not become ready")
 
 
+def wait_idle(port: int, timeout_s: float = 120) -> None:
+    """Until the service reports no request in flight (its cae_requests_in_flight gauge)."""
+    deadline = time.time() + timeout_s
+    while time.time() < deadline:
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+        conn.request("GET", "/metrics")
+        text = conn.getresponse().read().decode()
+        if float(re.search(r"^cae_requests_in_flight (\S+)$", text, re.M).group(1)) == 0:
+            return
+        time.sleep(0.2)
+
+
 def post(port: int, path: str, body: bytes) -> tuple[int, float, int]:
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=120)
     started = time.perf_counter()
@@ -202,9 +214,11 @@ def main(argv=None) -> int:
                             "healthz_worst_ms": round(s.worst_health_ms, 1), "healthz_failures": s.health_failures}
         print(f"burst: {args.burst_connections} connections x {args.burst_seconds} s of 256x256 /colorize: {counts}, "
               f"worst latency {max_latency:.2f} s, peak RSS {s.peak_rss:.0f} MB, /healthz worst {s.worst_health_ms:.1f} ms")
+        # wrk stops sending, but requests it abandoned are still being worked through: wait for none in flight.
+        wait_idle(port)
         time.sleep(3)
         results["rss_after_mb"] = round(rss_mb(proc.pid), 1)
-        print(f"RSS 3 s after the last request: {results['rss_after_mb']:.0f} MB")
+        print(f"RSS 3 s after the last request finished: {results['rss_after_mb']:.0f} MB")
     finally:
         proc.terminate()
         proc.wait(30)
