@@ -192,12 +192,15 @@ def warm_up(models: dict[str, Model], runs: int = 5) -> None:
         big = np.random.default_rng(0).random((1, model.input_channels, side, side), dtype=np.float32)
         model.run(big, shrinking)
         with PeakSampler() as peak:
-            model.run(big, shrinking)
+            out = model.run(big, shrinking)
+        # Resident memory misses what a run reuses of pages already resident (small models can measure
+        # ~0): a run holds at least its input and its output.
+        held = max(peak.peak_delta, big.nbytes + out.nbytes)
         big_s = _median_seconds(model, big, max(1, runs // 2), shrinking)
         small_px, big_px = model.image_pixels(*small.shape[2:]), model.image_pixels(side, side)
         per_px = max(0.0, (big_s - small_s) / max(1, big_px - small_px)) or big_s / big_px
         model.cost = Cost(fixed_s=max(0.0, small_s - per_px * small_px), seconds_per_pixel=per_px,
-                          bytes_per_pixel=peak.peak_delta / big_px)
+                          bytes_per_pixel=held / big_px)
         model.halo = measure_halo(lambda x: model.run(x, shrinking), model.input_channels,
                                   model.geometry.ratio, model.geometry.align, side=max(side // 2, 16), max_side=side * 2)
         log.info("%s: %.3f ms per run + %.3f s per megapixel, %.0f bytes per pixel at peak, tile halo %s",
