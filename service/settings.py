@@ -42,7 +42,7 @@ class Settings(BaseSettings):
                                   "default: half of the machine's (or cgroup's) memory")
     tile_memory_mb: int = Field(512, ge=1, description="most memory one session run may use: larger images run in "
                                 "overlapping tiles (same output), one tile per run, other requests' runs in between")
-    colorize_chroma_scale: float = Field(4.0, ge=1, description="/colorize on images larger than 64x64 predicts colour "
+    colorize_chroma_scale: float = Field(5.0, ge=1, description="/colorize on images larger than 64x64 predicts colour "
                                          "at 1/scale of each side (colour is low-frequency) and lays it under the "
                                          "full-resolution luma; 1: full resolution")
     colorize_max_work_pixels: int = Field(128 * 256, ge=1024, description="the largest resolution (pixels) /colorize "
