@@ -27,6 +27,7 @@ RUN if [ "$VARIANT" = gpu ]; then pip install -r /tmp/requirements-gpu.txt; \
     else echo "VARIANT must be cpu or gpu, got $VARIANT" >&2; exit 1; fi
 
 WORKDIR /app
+COPY cae/ /app/cae/
 COPY service/ /app/service/
 COPY models/*.onnx models/manifest.json models/MODEL_CARD.md /app/models/
 # The models are read-only for the service's user: owned by root, no write bits.

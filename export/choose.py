@@ -11,10 +11,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from training.data import ImageArray, load_images, split_indices
-from training.model import autoencoder_config_from_dict
+from training.data import ImageArray, load_images
 from training.pca import PCA
-from training.train import CHECKPOINT, load_checkpoint
+from training.run import Run
 
 MAX_LATENT = 1024
 RULE = (f"the candidate (latent <= {MAX_LATENT} values for a 32x32 image) whose test PSNR exceeds PCA's at the "
@@ -41,14 +40,6 @@ class Candidate:
                 "margin_db": round(self.margin, 3)}
 
 
-def checkpoint_path(run: Path) -> Path:
-    run = Path(run)
-    path = run / CHECKPOINT if run.is_dir() else run
-    if not path.is_file():
-        raise FileNotFoundError(f"{run}: no {CHECKPOINT} (expected a run folder from `cae train`/`cae sweep`)")
-    return path
-
-
 class PCACurves:
     """PCA fitted once per (data, split), shared by the candidates trained on the same split."""
 
@@ -63,9 +54,9 @@ class PCACurves:
             self._loaded[source] = load_images(source)
         return self._loaded[source]
 
-    def psnr(self, facts: dict, k: int) -> float:
-        data = self.images(facts["source"])
-        split = split_indices(len(data), seed=facts["split_seed"], fraction=facts["fraction"])
+    def psnr(self, run: Run, k: int) -> float:
+        data = self.images(run.data.source)
+        split = run.split(data)
         key = (data.checksum, split.seed, split.fraction)
         if key not in self._fits:
             self._fits[key] = PCA(data.images[split.train])
@@ -76,15 +67,14 @@ def evaluate_candidates(runs: list[Path], data: ImageArray | None = None) -> lis
     curves = PCACurves(data)
     candidates = []
     for run in runs:
-        ckpt = load_checkpoint(checkpoint_path(run))
-        if ckpt.get("task", "reconstruction") != "reconstruction":
-            raise ValueError(f"{run} is a {ckpt['task']} run, not an autoencoder")
-        if not ckpt["state"].get("test"):
+        loaded = Run.load(run)
+        if loaded.kind != "reconstruction":
+            raise ValueError(f"{run} is a {loaded.kind} run, not an autoencoder")
+        if not loaded.finished:
             raise ValueError(f"{run} has not finished training (no test metrics yet)")
-        config = autoencoder_config_from_dict(ckpt["model_config"])
-        k = config.latent_size(32, 32)
-        candidates.append(Candidate(Path(run), ckpt["name"], k, ckpt["state"]["epoch"], ckpt["data"]["fraction"],
-                                    ckpt["state"]["test"]["psnr"], curves.psnr(ckpt["data"], k)))
+        k = loaded.model_config.latent_size(32, 32)
+        candidates.append(Candidate(Path(run), loaded.name, k, loaded.state.epoch, loaded.data.fraction,
+                                    loaded.state.test["psnr"], curves.psnr(loaded, k)))
     return candidates
 
 

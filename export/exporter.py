@@ -8,10 +8,9 @@ files themselves on the test split, and writes the manifest, each file's metadat
 from __future__ import annotations
 
 import datetime as dt
-import json
 import os
 import shutil
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
@@ -20,18 +19,16 @@ import onnxruntime as ort
 import torch
 from torchmetrics.functional.image import structural_similarity_index_measure
 
+from cae.manifest import FILES, FORMAT, read_manifest, verify_files, write_manifest
 from export import graphs, model_card, triton
-from export.choose import RULE, Candidate, checkpoint_path, choose, evaluate_candidates
+from export.choose import RULE, Candidate, choose, evaluate_candidates
 from export.onnx_export import DEFAULT_OPSET, describe, export_graph, io_description, parity, session, sha256
 from training.colorize import colour_indices, grayscale_baseline, rgb_metric_sums, with_colourfulness_ratio
 from training.color import luma
-from training.data import ImageArray, load_images, split_indices
+from training.data import ImageArray
 from training.metrics import per_image_psnr
-from training.model import autoencoder_config_from_dict
-from training.train import load_checkpoint, model_from_checkpoint
+from training.run import Run
 
-MANIFEST = "manifest.json"
-FILES = {"encoder": "encoder.onnx", "decoder": "decoder.onnx", "colorizer": "colorizer.onnx"}
 
 
 @dataclass(frozen=True)
@@ -50,15 +47,6 @@ def _relative(path: Path) -> str:
         return str(Path(path).resolve().relative_to(Path.cwd().resolve()))
     except ValueError:
         return str(path)
-
-
-def _data_for(ckpt: dict, data: ImageArray | None) -> ImageArray:
-    return data if data is not None else load_images(ckpt["data"]["source"])
-
-
-def _split(ckpt: dict, data: ImageArray):
-    facts = ckpt["data"]
-    return split_indices(len(data), seed=facts["split_seed"], fraction=facts["fraction"])
 
 
 def _as_float(images: np.ndarray) -> torch.Tensor:
@@ -111,16 +99,15 @@ def score_colorizer(colorizer: Path, images: torch.Tensor, batch_size: int) -> d
     return with_colourfulness_ratio({k: v / len(images) for k, v in sums.items()})
 
 
-def _common_facts(ckpt: dict, ckpt_file: Path, options: ExportOptions) -> dict:
+def _common_facts(run: Run, options: ExportOptions) -> dict:
     return {
         "version": options.version,
         "opset": options.opset,
         "exporter": options.exporter,
-        "checkpoint": {"path": _relative(ckpt_file), "sha256": sha256(ckpt_file), "epochs": ckpt["state"]["epoch"]},
-        "training": {"task": ckpt.get("task", "reconstruction"), "model": ckpt["model_config"], "train": ckpt["train_config"],
-                     "train_seconds": ckpt["state"].get("train_seconds")},
-        "data": {"source": os.path.basename(str(ckpt["data"]["source"])), "checksum": ckpt["data"]["checksum"],
-                 "split_seed": ckpt["data"]["split_seed"], "fraction": ckpt["data"]["fraction"], "sizes": ckpt["data"]["sizes"]},
+        "checkpoint": {"path": _relative(run.path), "sha256": sha256(run.path), "epochs": run.state.epoch},
+        "training": {"task": run.kind, "model": asdict(run.model_config), "train": asdict(run.train_config),
+                     "train_seconds": run.state.train_seconds},
+        "data": {**asdict(run.data), "source": os.path.basename(str(run.data.source))},
     }
 
 
@@ -133,16 +120,16 @@ def _export_one(module, spec, example, stride, path, options, cases) -> dict[str
 
 
 def export_autoencoder(run: Path, out: Path, options: ExportOptions, data: ImageArray | None, selection: dict | None) -> dict[str, dict]:
-    ckpt_file = checkpoint_path(run)
-    ckpt = load_checkpoint(ckpt_file)
-    model = model_from_checkpoint(ckpt)
-    config = autoencoder_config_from_dict(ckpt["model_config"])
-    data = _data_for(ckpt, data)
-    split = _split(ckpt, data)
+    run = Run.load(run)
+    if run.kind != "reconstruction":
+        raise ValueError(f"{run.folder} is a {run.kind} run, not an autoencoder")
+    model, config = run.model(), run.model_config
+    data = run.images(data)
+    split = run.split(data)
     real = _as_float(data.images[split.test[: options.parity_images]])
     stride, latent_channels = config.stride, config.latent_shape(config.stride, config.stride)[0]
     enc_graph, dec_graph = graphs.EncoderGraph(model).eval(), graphs.DecoderGraph(model, options.decoder_form).eval()
-    print(f"exporting {ckpt['name']} from {_relative(ckpt_file)}")
+    print(f"exporting {run.name} from {_relative(run.path)}")
 
     image_cases = _image_cases(real, stride)
     with torch.no_grad():
@@ -156,7 +143,7 @@ def export_autoencoder(run: Path, out: Path, options: ExportOptions, data: Image
 
     test = _as_float(data.images[split.test])
     metrics = score_autoencoder(enc_path, dec_path, test, options.eval_batch_size)
-    common = {**_common_facts(ckpt, ckpt_file, options), "name": ckpt["name"], "stride": stride,
+    common = {**_common_facts(run, options), "name": run.name, "stride": stride,
               "latent_channels": latent_channels, "latent_size_32x32": config.latent_size(32, 32),
               "parameters": sum(p.numel() for p in model.parameters())}
     test_facts = {"images": len(split.test), **metrics}
@@ -172,11 +159,10 @@ def export_autoencoder(run: Path, out: Path, options: ExportOptions, data: Image
 
 def export_colorizer(run: Path, out: Path, options: ExportOptions, data: ImageArray | None,
                      temperature: float | None = None, prior_correction: float | None = None) -> dict:
-    ckpt_file = checkpoint_path(run)
-    ckpt = load_checkpoint(ckpt_file)
-    if ckpt.get("task") != "colorization":
-        raise ValueError(f"{run} is not a colorizer run (task {ckpt.get('task', 'reconstruction')!r})")
-    colorizer = model_from_checkpoint(ckpt)
+    run = Run.load(run)
+    if run.kind != "colorization":
+        raise ValueError(f"{run.folder} is not a colorizer run (task {run.kind!r})")
+    colorizer = run.model()
     if colorizer.bins is not None:
         # The decoding (annealed-mean temperature, prior correction) is part of the graph: set it before export.
         if temperature is not None:
@@ -185,35 +171,27 @@ def export_colorizer(run: Path, out: Path, options: ExportOptions, data: ImageAr
             colorizer.bins.prior_correction = prior_correction
     decoding = ({"temperature": colorizer.bins.temperature, "prior_correction": colorizer.bins.prior_correction}
                 if colorizer.bins is not None else None)
-    data = _data_for(ckpt, data)
-    split = _split(ckpt, data)
+    data = run.images(data)
+    split = run.split(data)
     test_idx = colour_indices(data.images, split.test)
     real = luma(_as_float(data.images[test_idx[: options.parity_images]]))
     stride = graphs.colorizer_stride(colorizer)
     graph = graphs.ColorizerGraph(colorizer).eval()
-    print(f"exporting {ckpt['name']} from {_relative(ckpt_file)}" + (f" with decoding {decoding}" if decoding else ""))
+    print(f"exporting {run.name} from {_relative(run.path)}" + (f" with decoding {decoding}" if decoding else ""))
     path = out / FILES["colorizer"]
     cases = _image_cases(real, stride)
     diffs = _export_one(graph, graphs.COLORIZER_SPEC, cases["random_32x32"], stride, path, options, cases)
     test = _as_float(data.images[test_idx])
     metrics = score_colorizer(path, test, options.eval_batch_size)
     baseline = grayscale_baseline(data.images, test_idx)
-    return {**_common_facts(ckpt, ckpt_file, options), "role": "colorizer", "name": ckpt["name"], "stride": stride,
+    return {**_common_facts(run, options), "role": "colorizer", "name": run.name, "stride": stride,
             "decoding": decoding, "parameters": colorizer.num_parameters(), "parity": diffs,
             "test": {"images": len(test_idx), "grayscale_images_left_out": len(split.test) - len(test_idx),
                      **metrics, "grayscale_baseline": baseline}}
 
 
-def export_models(autoencoders: list[Path], colorizer: Path | None, out: Path, options: ExportOptions = ExportOptions(),
-                  data: ImageArray | None = None, temperature: float | None = None, prior_correction: float | None = None,
-                  triton_dir: Path | None = None, command: str | None = None) -> dict:
-    """Export the chosen autoencoder (by the rule in export.choose) and the colorizer; returns the manifest."""
-    if not autoencoders and colorizer is None:
-        raise ValueError("nothing to export: give autoencoder run(s), a colorizer run, or both")
-    out = Path(out)
-    staging = out.with_name(out.name + ".partial")
-    shutil.rmtree(staging, ignore_errors=True)
-    staging.mkdir(parents=True)
+def _export_into(staging: Path, autoencoders: list[Path], colorizer: Path | None, options: ExportOptions,
+                 data: ImageArray | None, temperature: float | None, prior_correction: float | None, command: str | None) -> dict:
     entries: dict[str, dict] = {}
     selection = None
     if autoencoders:
@@ -234,15 +212,33 @@ def export_models(autoencoders: list[Path], colorizer: Path | None, out: Path, o
         facts["sha256"] = sha256(staging / FILES[role])
         facts["bytes"] = (staging / FILES[role]).stat().st_size
     manifest = {
-        "format": "cae-models/1",
+        "format": FORMAT,
         "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         "versions": {"torch": torch.__version__, "onnx": onnx.__version__, "onnxruntime": ort.__version__},
         "command": command,
         "selection": selection,
         "models": entries,
     }
-    (staging / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
+    write_manifest(staging, manifest)
     (staging / model_card.CARD).write_text(model_card.render(manifest))
+    return manifest
+
+
+def export_models(autoencoders: list[Path], colorizer: Path | None, out: Path, options: ExportOptions = ExportOptions(),
+                  data: ImageArray | None = None, temperature: float | None = None, prior_correction: float | None = None,
+                  triton_dir: Path | None = None, command: str | None = None) -> dict:
+    """Export the chosen autoencoder (by the rule in export.choose) and the colorizer; returns the manifest."""
+    if not autoencoders and colorizer is None:
+        raise ValueError("nothing to export: give autoencoder run(s), a colorizer run, or both")
+    out = Path(out)
+    staging = out.with_name(out.name + ".partial")
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir(parents=True)
+    try:
+        manifest = _export_into(staging, autoencoders, colorizer, options, data, temperature, prior_correction, command)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)  # a failed or interrupted export leaves nothing behind
+        raise
     # Replace the output folder only once everything passed, so a failed export leaves the old models intact.
     if out.exists():
         shutil.rmtree(out)
@@ -253,14 +249,7 @@ def export_models(autoencoders: list[Path], colorizer: Path | None, out: Path, o
 
 
 def verify(models_dir: Path) -> dict:
-    """Re-check a models folder against its manifest: every file present with its recorded checksum."""
-    models_dir = Path(models_dir)
-    manifest = json.loads((models_dir / MANIFEST).read_text())
-    for role, facts in manifest["models"].items():
-        path = models_dir / facts["file"]
-        if not path.is_file():
-            raise FileNotFoundError(f"{path}: listed in {MANIFEST} but missing")
-        if sha256(path) != facts["sha256"]:
-            raise ValueError(f"{path}: sha256 does not match {MANIFEST}")
-    return manifest
-
+    """Re-check a models folder against its manifest: the format known, every file present with its checksum."""
+    manifest = read_manifest(models_dir)
+    verify_files(models_dir, manifest)
+    return manifest.facts

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+from cae.images import LUMA
+
 CARD = "MODEL_CARD.md"
+_Y = "Y={:g}R+{:g}G+{:g}B".format(*LUMA)
 
 ROLE_DOCS = {
     "encoder": "cae encoder: image float32 [N,3,H,W] RGB in [0,1] -> latent float32 [N,C,H/s,W/s]",
     "decoder": "cae decoder: latent float32 [N,C,h,w] -> image float32 [N,3,h*s,w*s] RGB in [0,1]",
-    "colorizer": "cae colorizer: gray float32 [N,1,H,W] luma Y=0.299R+0.587G+0.114B in [0,1] -> image float32 [N,3,H,W] RGB in [0,1]",
+    "colorizer": "cae colorizer: gray float32 [N,1,H,W] luma " + _Y + " in [0,1] -> image float32 [N,3,H,W] RGB in [0,1]",
 }
 
 LIMITS = """\

@@ -1,9 +1,7 @@
 """Bytes in, float32 arrays out, and back: decoding with every check done before pixels are decoded.
 
-Accepted: anything Pillow reads (PNG, JPEG, WebP, GIF, BMP, TIFF, ...). Modes are normalised to RGB:
-palette and 1-bit images are expanded, transparency is composited on white (what a viewer shows),
-16-bit and 32-bit integer images are scaled to 8 bits, CMYK and YCbCr are converted. An animated image
-gives its first frame. The pixel cap is checked on the header's dimensions, before any pixel is decoded,
+Accepted: anything Pillow reads (PNG, JPEG, WebP, GIF, BMP, TIFF, ...), normalised to RGB by
+cae.images exactly as training decodes its images. The pixel cap is checked on the header's dimensions, before any pixel is decoded,
 so a decompression bomb (a small file claiming a huge image) costs nothing.
 """
 
@@ -13,12 +11,13 @@ import io
 import warnings
 
 import numpy as np
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image, UnidentifiedImageError
+
+from cae.images import UnsupportedImageMode, luma, orientation, upright_rgb
 
 from service.errors import ServiceError
 
 OUTPUT_FORMATS = {"png": ("PNG", "image/png"), "jpeg": ("JPEG", "image/jpeg"), "webp": ("WEBP", "image/webp")}
-LUMA = np.array([0.299, 0.587, 0.114], dtype=np.float32)  # BT.601, the colorizer's input
 
 # Pillow's own bomb check would raise on big images before ours can answer clearly; ours is stricter.
 Image.MAX_IMAGE_PIXELS = None
@@ -43,52 +42,23 @@ def open_image(data: bytes, max_pixels: int) -> Image.Image:
     return image
 
 
-def _to_rgb(image: Image.Image) -> Image.Image:
-    mode = image.mode
-    if mode in ("I;16", "I;16B", "I;16L", "I;16N", "I"):
-        arr = np.asarray(image, dtype=np.float64)
-        top = 65535.0 if mode.startswith("I;16") or arr.max() > 255 else 255.0
-        return Image.fromarray(np.clip(arr / top * 255 + 0.5, 0, 255).astype(np.uint8), "L").convert("RGB")
-    if mode == "F":
-        raise ServiceError(415, "unsupported_mode", "floating-point images are not supported; send 8- or 16-bit images")
-    if mode == "P":
-        image = image.convert("RGBA" if "transparency" in image.info else "RGB")
-    elif mode in ("LA", "La", "PA", "RGBa"):
-        image = image.convert("RGBA")
-    if image.mode == "RGBA":
-        background = Image.new("RGBA", image.size, (255, 255, 255, 255))
-        return Image.alpha_composite(background, image).convert("RGB")
-    return image.convert("RGB") if image.mode != "RGB" else image
-
-
 def load_rgb(image: Image.Image) -> Image.Image:
     """An opened image (open_image) decoded to RGB, turned upright by its EXIF orientation (as viewers
     show a phone photo). Pillow releases the GIL while decoding: this runs in a thread for large images."""
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            image.seek(0)  # the first frame of an animation
-            image.load()
-            if _orientation(image) not in (None, 1):
-                image = ImageOps.exif_transpose(image)
-            return _to_rgb(image)
-    except ServiceError:
-        raise
+            return upright_rgb(image)
+    except UnsupportedImageMode as e:
+        raise ServiceError(415, "unsupported_mode", str(e)) from None
     except (OSError, SyntaxError, ValueError, EOFError) as e:
         raise ServiceError(400, "invalid_image", f"the image data is truncated or corrupt: {e}") from None
-
-
-def _orientation(image: Image.Image) -> int | None:
-    try:
-        return image.getexif().get(0x0112)  # Orientation
-    except Exception:  # a broken EXIF block is ignored, as viewers do
-        return None
 
 
 def image_size(image: Image.Image) -> tuple[int, int]:
     """(height, width) after the EXIF orientation is applied."""
     width, height = image.size
-    return (width, height) if _orientation(image) in (5, 6, 7, 8) else (height, width)
+    return (width, height) if orientation(image) in (5, 6, 7, 8) else (height, width)
 
 
 def decode_image(data: bytes, max_pixels: int) -> np.ndarray:
@@ -112,11 +82,6 @@ def to_model_input(rgb: np.ndarray, size: str, stride: int) -> tuple[np.ndarray,
         if pad_h or pad_w:
             rgb = np.pad(rgb, ((0, pad_h), (0, pad_w), (0, 0)), mode="edge")
     return np.ascontiguousarray(rgb.transpose(2, 0, 1), dtype=np.float32) / 255, out_hw
-
-
-def luma(chw: np.ndarray) -> np.ndarray:
-    """float32 (3, H, W) RGB -> (1, H, W) luma Y."""
-    return np.tensordot(LUMA, chw, axes=1)[None].astype(np.float32)
 
 
 def to_uint8(chw: np.ndarray, out_hw: tuple[int, int]) -> Image.Image:
@@ -166,7 +131,7 @@ def reduced_luma(rgb: Image.Image, work_hw: tuple[int, int], stride: int) -> np.
     """RGB image -> float32 (1, h, w) luma at the working size, padded (edge) to the model's stride."""
     h, w = work_hw
     small = np.asarray(rgb.resize((w, h), Image.Resampling.BOX), dtype=np.float32) / 255  # (h, w, 3): area average
-    y = (small @ LUMA)[None]
+    y = luma(small, axis=-1).transpose(2, 0, 1)
     pad_h, pad_w = (-h) % stride, (-w) % stride
     return np.pad(y, ((0, 0), (0, pad_h), (0, pad_w)), mode="edge") if pad_h or pad_w else np.ascontiguousarray(y)
 

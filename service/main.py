@@ -11,6 +11,7 @@ import logging
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
+from fastapi_offline import FastAPIOffline
 from starlette.requests import ClientDisconnect
 
 from service import errors
@@ -19,14 +20,18 @@ from service.deps import Runtime
 from service.memory import give_large_blocks_back, rss_bytes
 from service.metrics import Metrics
 from service.middleware import ServiceMiddleware
-from service.models import load_models, warm_up
+from service.models import Model, load_models, warm_up
 from service.routers import health, inference, v2
+from service.routing import Access, declare
 from service.settings import Settings
 
 log = logging.getLogger("cae.service")
 
 
-def create_app(settings: Settings | None = None) -> FastAPI:
+def create_app(settings: Settings | None = None, models: dict[str, Model] | None = None) -> FastAPI:
+    """The app for `settings` (default: the CAE_* environment). `models` already loaded (as `cae serve`
+    does, to report a bad model folder before uvicorn starts) are used as they are; otherwise the lifespan
+    loads them."""
     settings = settings or Settings()
     metrics = Metrics()
     runtime = Runtime(settings, metrics)
@@ -34,7 +39,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI):
         give_large_blocks_back()  # photo-sized buffers go back to the kernel when freed (service.memory)
-        runtime.models = load_models(settings.model_dir, settings.providers, settings.intra_op_threads)
+        runtime.models = models or load_models(settings.model_dir, settings.providers, settings.intra_op_threads)
         if settings.warmup:
             warm_up(runtime.models)
         runtime.batchers = {role: Batcher(m, metrics, settings.max_batch_size, settings.max_batch_wait_ms / 1000, settings.batching,
@@ -52,8 +57,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             for batcher in runtime.batchers.values():
                 await batcher.stop()
 
-    app = FastAPI(title="cae", version="0.1.0", lifespan=lifespan,
-                  description="Convolutional autoencoders served with onnxruntime: reconstruct, colorize, encode, decode.")
+    # Swagger UI and ReDoc from assets installed with the package (fastapi-offline), not a CDN: /docs works offline.
+    app = FastAPIOffline(title="cae", version="0.1.0", lifespan=lifespan,
+                         description="Convolutional autoencoders served with onnxruntime: reconstruct, colorize, encode, decode.")
+    declare(app.routes, Access.PROBE)  # all the app has before our routers: the schema, the docs pages and their assets
     app.state.runtime = runtime
     errors.install(app)
 
@@ -62,10 +69,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         # Nobody is left to read it; answering keeps the disconnect out of the error log.
         return errors.error_response(400, "client_disconnected", "the client closed the connection before sending the whole body")
 
-    app.include_router(health.router)
-    app.include_router(inference.router)
-    app.include_router(v2.router)
-    app.add_middleware(ServiceMiddleware, metrics=metrics, settings=settings)
+    routes = list(app.routes)
+    for router in (health.router, inference.router, v2.router):
+        app.include_router(router)
+        routes += router.routes  # full paths already (a router's prefix is applied as its routes are declared)
+    app.add_middleware(ServiceMiddleware, metrics=metrics, settings=settings, routes=routes)
     metrics.resident_bytes.set_function(rss_bytes)
     return app
 

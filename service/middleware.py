@@ -4,9 +4,11 @@
 - the body, read whole before admission: 413 when Content-Length says too much or, for chunked bodies,
   as soon as the bytes received pass the limit; 408 when it does not arrive within CAE_BODY_TIMEOUT_S;
 - admission: at most `max_concurrency` requests in progress or queued; beyond, 503 with Retry-After,
-  so an overloaded service sheds load instead of queueing without bound (health, metrics, docs exempt);
+  so an overloaded service sheds load instead of queueing without bound;
+- which of these a route gets is declared on the route (service.routing.Access: probes and docs skip
+  all of them, V2 metadata skips the key);
 - a JSON 503 for a request still running when the server's shutdown grace period ends;
-- metrics: status and latency per route.
+- metrics: status and latency per route, labelled with the route's path template.
 """
 
 from __future__ import annotations
@@ -19,22 +21,8 @@ import time
 from service.deps import api_key_error
 from service.errors import error_body
 from service.metrics import Metrics
+from service.routing import Access, RouteTable
 from service.settings import Settings
-
-# Answered even under overload: probes and scrapes must not be shed.
-EXEMPT = {"/healthz", "/readyz", "/metrics", "/v2/health/live", "/v2/health/ready", "/docs", "/openapi.json", "/", "/favicon.ico"}
-PUBLIC = {"/v2", "/docs/oauth2-redirect", "/redoc"}
-ROUTES = {"/reconstruct", "/colorize", "/encode", "/decode", "/v1/models", "/v2", "/healthz", "/readyz", "/metrics", "/"}
-
-
-def route_label(path: str) -> str:
-    """A bounded set of labels: unknown paths must not create a time series each."""
-    if path in ROUTES or path in EXEMPT:
-        return path
-    if path.startswith("/v2/models/"):
-        return "/v2/models/{name}" + ("/infer" if path.endswith("/infer") else "/ready" if path.endswith("/ready") else "")
-    return "other"
-
 
 async def _send_json(send, status: int, body: dict, headers: list[tuple[bytes, bytes]] = ()) -> None:
     payload = json.dumps(body).encode()
@@ -44,8 +32,9 @@ async def _send_json(send, status: int, body: dict, headers: list[tuple[bytes, b
 
 
 class ServiceMiddleware:
-    def __init__(self, app, metrics: Metrics, settings: Settings, retry_after_s: int = 1):
+    def __init__(self, app, metrics: Metrics, settings: Settings, routes: list, retry_after_s: int = 1):
         self.app, self.metrics, self.settings = app, metrics, settings
+        self.routes = RouteTable(routes)
         self.max_body_bytes, self.max_concurrency = settings.max_body_bytes, settings.max_concurrency
         self.retry_after = str(retry_after_s).encode()
         # Bodies being read are held in memory before admission: a quarter of the budget at most, so many
@@ -58,8 +47,8 @@ class ServiceMiddleware:
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
         started = time.perf_counter()
-        path = scope["path"]
-        label = route_label(path)
+        route = self.routes.lookup(scope)
+        label = route.label
         status_holder = [500]
         response_started = [False]
 
@@ -76,9 +65,9 @@ class ServiceMiddleware:
 
         admitted = False
         try:
-            if path in EXEMPT:
+            if route.access is Access.PROBE:
                 return await self.app(scope, receive, send_wrapper)
-            if not is_public(path):
+            if route.access is Access.PROTECTED:
                 # Before anything of the body is read: an unauthenticated client costs nothing.
                 if not self.settings.insecure and self.settings.api_key is None and _arrived_from_network(scope):
                     return await refuse(403, "unauthorised", "api_key_required", "this service has no API key and "
@@ -158,11 +147,6 @@ def _replay(body: bytes, receive):
         return await receive()
 
     return replay
-
-
-def is_public(path: str) -> bool:
-    """Paths anyone may call without a key: probes, metrics, docs, the page, V2 server metadata and readiness."""
-    return path in EXEMPT or path in PUBLIC or (path.startswith("/v2/models/") and path.endswith("/ready"))
 
 
 def _arrived_from_network(scope) -> bool:

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
 import os
 import time
@@ -15,25 +13,16 @@ from fractions import Fraction
 import numpy as np
 import onnxruntime as ort
 
+from cae.manifest import ManifestError, read_manifest, verify_files
 from service.memory import PeakSampler
 from service.tiling import Geometry, measure_halo
 
 log = logging.getLogger("cae.service")
 
-MANIFEST = "manifest.json"
-ROLES = ("encoder", "decoder", "colorizer")
 
 
 class ModelLoadError(RuntimeError):
     """The model folder cannot be served: missing, tampered with, or the requested provider is unavailable."""
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def choose_providers(requested: str) -> list[str]:
@@ -137,29 +126,24 @@ class Model:
 
 def load_models(model_dir: Path, providers: str = "auto", intra_op_threads: int = 0) -> dict[str, Model]:
     model_dir = Path(model_dir)
-    manifest_path = model_dir / MANIFEST
-    if not manifest_path.is_file():
-        raise ModelLoadError(f"{manifest_path} not found: CAE_MODEL_DIR must be a folder made by `cae export`")
-    manifest = json.loads(manifest_path.read_text())
+    try:
+        manifest = read_manifest(model_dir)
+        verify_files(model_dir, manifest)
+    except ManifestError as e:
+        raise ModelLoadError(f"{e} (CAE_MODEL_DIR={model_dir})") from None
     chosen = choose_providers(providers)
     options = ort.SessionOptions()
     # On 2 cores with the shipped model at 16 concurrent requests, onnxruntime on one core (the other
     # left to the event loop's HTTP and PNG work) gave more requests/s and a lower p99 than on both.
     options.intra_op_num_threads = intra_op_threads or max(1, (os.cpu_count() or 1) - 1)
     models = {}
-    for role, facts in manifest["models"].items():
-        path = model_dir / facts["file"]
-        if not path.is_file():
-            raise ModelLoadError(f"{path}: listed in {MANIFEST} but missing")
-        if _sha256(path) != facts["sha256"]:
-            raise ModelLoadError(f"{path}: sha256 does not match {MANIFEST} (a modified or partly copied file)")
+    for role, entry in manifest.models.items():
+        facts, path = entry.facts, model_dir / entry.file
         session = ort.InferenceSession(str(path), sess_options=options, providers=chosen)
         if providers == "cuda" and "CUDAExecutionProvider" not in session.get_providers():
             raise ModelLoadError(f"{path}: the CUDA provider failed to load (see onnxruntime's log); not falling back to CPU")
         models[role] = Model(role, facts, session)
         log.info("loaded %s (%s v%s) from %s with providers %s", role, facts["name"], facts.get("version", 1), path, session.get_providers())
-    if not models:
-        raise ModelLoadError(f"{manifest_path} lists no models")
     return models
 
 

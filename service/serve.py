@@ -1,5 +1,6 @@
 """`python -m service` / `cae serve`: uvicorn with the service's own checks and limits.
 
+- settings and the model folder checked before uvicorn starts (StartupError: one line);
 - no open port without an API key (InsecureBindError), and no empty key (SettingsError);
 - request headers must arrive within CAE_HEADER_TIMEOUT_S of the connection opening or the previous
   response, or the connection gets a JSON 408 and is closed (uvicorn itself waits forever);
@@ -18,14 +19,19 @@ from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from service.errors import error_body
 from service.main import create_app
+from service.models import ModelLoadError, load_models
 from service.settings import Settings
 
 
-class InsecureBindError(ValueError):
+class StartupError(ValueError):
+    """The service cannot start as configured; the message says why in one line."""
+
+
+class InsecureBindError(StartupError):
     pass
 
 
-class SettingsError(ValueError):
+class SettingsError(StartupError):
     """A CAE_* variable is invalid; the message is one line per problem."""
 
 
@@ -111,7 +117,13 @@ def serve(host: str = "127.0.0.1", port: int = 8000, insecure: bool = False, wor
         raise InsecureBindError(f"refusing to bind {host} without an API key: set CAE_API_KEY, or pass --insecure "
                                 "to serve without one (e.g. behind an authenticating proxy)")
     logging.basicConfig(level=workers_log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    app = create_app(settings)
+    try:
+        # Loaded before uvicorn starts (it would run the lifespan before binding anyway), so a folder that
+        # cannot be served is one line and exit status 2, not a lifespan traceback.
+        models = load_models(settings.model_dir, settings.providers, settings.intra_op_threads)
+    except ModelLoadError as e:
+        raise StartupError(str(e)) from None
+    app = create_app(settings, models=models)
     protocol = type("CaeH11Protocol", (HeaderTimeoutProtocol,), {"header_timeout_s": settings.header_timeout_s})
     config = uvicorn.Config(app, host=host, port=port, log_level=workers_log_level, timeout_graceful_shutdown=graceful_timeout_s,
                             access_log=False, http=protocol)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import io
 import pickle
 import tarfile
@@ -59,6 +60,8 @@ def write_image_folder(root: Path, images: np.ndarray, classes: list[str] | None
     return root
 
 
+needs_torch = pytest.mark.skipif(importlib.util.find_spec("torch") is None, reason="needs the train extra (torch); "
+                                 "this environment has the serve extra only")
 needs_shared_data = pytest.mark.skipif(not SHARED_CIFAR_JPEG.exists(), reason="../shared/datasets/cifar10-jpeg is absent")
 
 
@@ -93,7 +96,11 @@ def exported_models(tiny_runs, tmp_path_factory):
     return out, manifest
 
 
+TINY_MODELS = Path(__file__).resolve().parent / "fixtures" / "tiny_models"
+
+
 @pytest.fixture(scope="session")
-def model_dir(exported_models):
-    """The test-exported models/ folder (what the service and the client tests serve)."""
-    return exported_models[0]
+def model_dir():
+    """What the service and client tests serve: three tiny hand-made ONNX models with the export's contract
+    (tests/fixtures/tiny_models.py), so those tests run with only the `serve` extra installed."""
+    return TINY_MODELS

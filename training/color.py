@@ -19,7 +19,7 @@ from __future__ import annotations
 import torch
 from kornia.color import lab_to_rgb, rgb_to_lab, rgb_to_ycbcr, ycbcr_to_rgb
 
-LUMA = (0.299, 0.587, 0.114)  # BT.601; also the service's colorizer input
+from cae.images import LUMA  # BT.601: the same weights as the service's colorizer input
 
 
 def luma(rgb: torch.Tensor) -> torch.Tensor:

@@ -19,8 +19,7 @@ import torch  # noqa: E402
 
 from training.color import channel_mean, get_encoding  # noqa: E402
 from training.colorize import colour_indices, grayscale_baseline, rgb_metric_sums, with_colourfulness_ratio  # noqa: E402
-from training.data import load_images, split_indices  # noqa: E402
-from training.train import CHECKPOINT, load_checkpoint, model_from_checkpoint  # noqa: E402
+from training.run import Run  # noqa: E402
 
 COLUMNS = ["run", "encoding", "network", "loss", "epochs", "train images", "PSNR (dB)", "SSIM", "colourfulness vs truth"]
 
@@ -39,29 +38,30 @@ def score(model, images: np.ndarray, indices: np.ndarray, batch_size: int = 500)
 def report(runs: list[Path], out: Path, examples: int = 6) -> list[dict]:
     out.mkdir(parents=True, exist_ok=True)
     loaded = []
-    for run in runs:
-        ckpt = load_checkpoint(run / CHECKPOINT)
-        if ckpt.get("task") != "colorization" or ckpt["state"]["test"] is None:
+    for folder in runs:
+        run = Run.load(folder)
+        if run.kind != "colorization" or not run.finished:
             continue
-        loaded.append((run, ckpt, model_from_checkpoint(ckpt)))
+        loaded.append((folder, run, run.model()))
     if not loaded:
         raise ValueError(f"no finished colorizer runs among {[str(r) for r in runs]}")
-    data = load_images(loaded[0][1]["train_config"]["data"])
-    split = split_indices(len(data), seed=loaded[0][1]["data"]["split_seed"])
+    # All runs are scored on the first run's images and test split (its fraction included).
+    data = loaded[0][1].images()
+    split = loaded[0][1].split(data)
     test = colour_indices(data.images, split.test)
     gray_share = 1 - len(test) / len(split.test)
     rows = [{"run": "grayscale baseline (luma, unchanged)", "encoding": "-", "network": "-", "loss": "-", "epochs": 0,
              "train images": 0, **grayscale_baseline(data.images, test)}]
-    for run, ckpt, model in loaded:
-        cfg = ckpt["model_config"]
-        rows.append({"run": run.name, "encoding": cfg["encoding"], "network": cfg["arch"] if cfg["arch"] == "unet" else cfg["cae"],
-                     "loss": cfg["loss"], "epochs": ckpt["state"]["epoch"], "train images": ckpt["data"]["sizes"]["train"],
+    for run, facts, model in loaded:
+        cfg = facts.model_config
+        rows.append({"run": run.name, "encoding": cfg.encoding, "network": cfg.arch if cfg.arch == "unet" else cfg.cae,
+                     "loss": cfg.loss, "epochs": facts.state.epoch, "train images": facts.data.sizes["train"],
                      **score(model, data.images, test)})
     # Classification colorizers: choose the annealed-mean temperature on validation images by a stated
     # rule (the best PSNR among temperatures keeping colourfulness >= 70% of the truth), then test it.
     val = colour_indices(data.images, split.val)[:2000]
     temperatures = {}
-    for run, ckpt, model in loaded:
+    for run, facts, model in loaded:
         if model.bins is not None:
             scan = decoding_scan(model, data.images, val)
             chosen = choose_decoding(scan)
@@ -70,8 +70,8 @@ def report(runs: list[Path], out: Path, examples: int = 6) -> list[dict]:
             rows.append({**rows[[r["run"] for r in rows].index(run.name)],
                          "run": f"{run.name} (T={chosen['temperature']:g}, prior correction {chosen['prior_correction']:g}, chosen on validation)",
                          **score(model, data.images, test)})
-            model.bins.temperature = ckpt["model_config"]["temperature"]
-            model.bins.prior_correction = ckpt["model_config"].get("prior_correction", 0.0)
+            model.bins.temperature = facts.model_config.temperature
+            model.bins.prior_correction = facts.model_config.prior_correction
     models = {run.name: model for run, _, model in loaded}
     evidence = diagnose(models, torch.from_numpy(data.images[test[:2000]]).float() / 255)
     facts = {"test_images": len(test), "grayscale_left_out": round(gray_share, 4), "data": data.source, "rows": rows,

@@ -246,14 +246,13 @@ class ColorizationTask:
         return {"parameters": model.num_parameters(), "bins": model.bins.count if model.bins is not None else 0}
 
 
-def colorizer_from_checkpoint(ckpt: dict) -> Colorizer:
-    config = ColorizerConfig(**ckpt["model_config"])
+def colorizer_from_weights(config: ColorizerConfig, weights: dict) -> Colorizer:
+    """A trained colorizer from its config and state dict (training.run.Run.model)."""
     bins = None
     if config.loss == "classification":
-        state = ckpt["model"]
-        bins = ABBins(state["bins.centres"], state["bins.weights"], config.temperature, config.bin_size)
+        bins = ABBins(weights["bins.centres"], weights["bins.weights"], config.temperature, config.bin_size)
     model = Colorizer(config, bins)
-    model.load_state_dict(ckpt["model"])
+    model.load_state_dict(weights)
     return model.eval()
 
 

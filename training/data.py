@@ -23,6 +23,8 @@ from pathlib import Path, PurePosixPath
 
 import numpy as np
 
+from cae.images import rgb_array
+
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm"}
 CIFAR_BATCHES = [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]
 CIFAR_FOLDER = "cifar-10-batches-py"
@@ -30,7 +32,7 @@ SHARED_CIFAR_JPEG = Path(__file__).resolve().parent.parent.parent / "shared/data
 CACHE_VERSION = 1  # bump when the decoded layout changes, so stale caches are not read
 
 
-class DatasetError(Exception):
+class DatasetError(ValueError):
     """A data source that cannot be used; the message says which file and why."""
 
 
@@ -182,8 +184,8 @@ def _image_files(files: dict, where: Path, image_size: int):
             with Image.open(io.BytesIO(files[name]())) as im:
                 if im.size != (image_size, image_size):
                     raise DatasetError(f"{where}/{name}: image is {im.size[0]}x{im.size[1]}, expected {image_size}x{image_size}")
-                images[i] = np.asarray(im.convert("RGB")).transpose(2, 0, 1)
-        except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
+                images[i] = rgb_array(im).transpose(2, 0, 1)  # decoded as the service decodes requests
+        except (UnidentifiedImageError, OSError, SyntaxError, ValueError, EOFError) as e:
             raise DatasetError(f"{where}/{name}: not a readable image ({e})") from None
         if cls is not None:
             labels[i] = index[cls]

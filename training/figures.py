@@ -18,10 +18,10 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from training.data import load_images, split_indices  # noqa: E402
+from training.data import load_images  # noqa: E402
 from training.model import FIRST_MODEL  # noqa: E402
 from training.pca import PCA  # noqa: E402
-from training.train import CHECKPOINT, load_checkpoint, model_from_checkpoint  # noqa: E402
+from training.run import DataFacts, Run  # noqa: E402
 
 
 def _smooth(values: np.ndarray, window: int) -> np.ndarray:
@@ -50,10 +50,9 @@ def figure_learning_rates(runs: dict[float, Path], path: Path) -> None:
 
 def pca_baseline(results: list[dict], ks: list[int] | None = None) -> list[dict]:
     """PCA fitted on the sweep's own training images, evaluated on its test images, at latent sizes ks."""
-    facts = results[0]["data"]
-    train_cfg = results[0]["train"]
-    data = load_images(train_cfg["data"])
-    split = split_indices(len(data), seed=facts["split_seed"], fraction=facts["fraction"])
+    facts = DataFacts(**results[0]["data"])
+    data = load_images(facts.source)
+    split = facts.split(len(data))
     pca = PCA(data.images[split.train])
     ks = ks or sorted({2**i for i in range(3, 13)} | {r["latent_size"] for r in results if r["latent_size"] <= pca.max_components})
     return pca.evaluate(data.images[split.test], [k for k in ks if k <= pca.max_components])
@@ -93,14 +92,12 @@ def figure_reconstructions(runs: dict[str, Path], path: Path, count: int = 8) ->
     """Fig. 3: for each run, `count` test images (the same for all) over their reconstructions."""
     columns = []
     for title, run in runs.items():
-        ckpt = load_checkpoint(Path(run) / CHECKPOINT)
-        model = model_from_checkpoint(ckpt)
-        facts = ckpt["data"]
-        data = load_images(ckpt["train_config"]["data"])
-        idx = split_indices(len(data), seed=facts["split_seed"], fraction=facts["fraction"]).test[:count]
+        loaded = Run.load(run)
+        data = loaded.images()
+        idx = loaded.split(data).test[:count]
         x = torch.from_numpy(data.images[idx]).float() / 255
-        y = model(x)
-        columns.append((f"{title}\n{ckpt['name']}", x, y))
+        y = loaded.model()(x)
+        columns.append((f"{title}\n{loaded.name}", x, y))
     fig, axes = plt.subplots(count, 2 * len(columns), figsize=(2.0 * len(columns) * 1.3, count * 1.3))
     for c, (title, x, y) in enumerate(columns):
         for i in range(count):

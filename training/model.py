@@ -347,5 +347,6 @@ def build_autoencoder(config) -> nn.Module:
 
 
 def autoencoder_config_from_dict(values: dict):
-    """Rebuild a checkpoint's model config; residual configs are told apart by their `width` field."""
+    """A model config from its fields, for checkpoints that did not record its type (training.run.Run reads
+    the type when it is there): residual configs are told apart by their `width` field."""
     return ResidualAutoencoderConfig(**values) if "width" in values else AutoencoderConfig(**values)

@@ -28,10 +28,9 @@ from tqdm.auto import tqdm
 
 from training.data import load_images
 from training.model import AutoencoderConfig, sweep_configs
-from training.train import TrainConfig, train
+from training.config import SWEEP_DEFAULTS, TrainConfig
+from training.train import train
 
-# The study's sweep setting: 10 epochs on 10% of the data, with Keras' batch size and learning rate.
-SWEEP_DEFAULTS = {"epochs": 10, "fraction": 0.1, "batch_size": 32, "lr": 1e-3}
 TABLE_COLUMNS = ["name", "fewer_layers", "channel_factor", "kernel_size", "compression", "latent_size", "parameters",
                  "test_bce", "test_mse", "test_psnr", "test_ssim", "train_seconds"]
 # Settings that do not change a trial's results, so a store made with other values still counts.

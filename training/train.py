@@ -19,7 +19,7 @@ import json
 import math
 import os
 import time
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, replace
 from pathlib import Path
 
 import numpy as np
@@ -27,41 +27,12 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
+from training.config import TrainConfig, default_train_config
 from training.data import ImageArray, Split, load_images, split_indices
+from training.run import CHECKPOINT, DataFacts, Run, RunState  # noqa: F401 (CHECKPOINT re-exported)
 from training.metrics import METRIC_NAMES, batch_sums
-from training.model import FIRST_MODEL, MODEL_CONFIGS, autoencoder_config_from_dict, build_autoencoder
+from training.model import FIRST_MODEL, MODEL_CONFIGS, build_autoencoder
 
-CHECKPOINT = "checkpoint.pt"
-
-
-@dataclass(frozen=True)
-class TrainConfig:
-    data: str = "fake"  # a source for training.data.load_images; the CLI defaults to the real data
-    fraction: float = 1.0  # share of each split to use (the study's sweep: 0.1)
-    split_seed: int = 0  # the train/validation/test split
-    seed: int = 0  # weights and batch order
-    epochs: int = 10
-    batch_size: int = 256
-    lr: float = 2e-3
-    optimizer: str = "adam"  # adam | adamw | sgd | rmsprop
-    loss: str = "bce"  # bce | mse
-    schedule: str = "constant"  # constant | cosine (decays the learning rate to 0 over `epochs`)
-    device: str = "auto"  # auto (CUDA when present) | cpu | cuda[:N]
-    precision: str = "auto"  # auto (bf16 where the hardware has it) | fp32 | bf16
-    eval_batch_size: int = 1000
-    log_every: int = 1  # steps between entries of steps.csv
-
-    def __post_init__(self):
-        if self.loss not in ("bce", "mse"):
-            raise ValueError(f"loss must be bce or mse, got {self.loss!r}")
-        if self.optimizer not in OPTIMIZERS:
-            raise ValueError(f"optimizer must be one of {sorted(OPTIMIZERS)}, got {self.optimizer!r}")
-        if self.schedule not in ("constant", "cosine"):
-            raise ValueError(f"schedule must be constant or cosine, got {self.schedule!r}")
-        if self.precision not in ("auto", "fp32", "bf16"):
-            raise ValueError(f"precision must be auto, fp32 or bf16, got {self.precision!r}")
-        if self.epochs < 1 or self.batch_size < 1 or not self.lr > 0:
-            raise ValueError("epochs, batch size and learning rate must be positive")
 
 
 OPTIMIZERS = {
@@ -73,15 +44,6 @@ OPTIMIZERS = {
 
 # Fields that may change between a run and its resumption without invalidating it.
 RESUMABLE_CHANGES = {"epochs", "device", "eval_batch_size"}
-
-
-@dataclass
-class RunState:
-    epoch: int = 0  # finished epochs
-    history: list[dict] = field(default_factory=list)  # one row per finished epoch
-    steps: list[float] = field(default_factory=list)  # training loss per logged step
-    test: dict | None = None  # test metrics once finished
-    train_seconds: float = 0.0
 
 
 def resolve_device(name: str) -> torch.device:
@@ -180,8 +142,13 @@ class ReconstructionTask:
         return {"latent_size": self.config.latent_size(), "parameters": model.num_parameters()}
 
 
+def task_kind(model_config) -> str:
+    """reconstruction (an autoencoder) | colorization: the one place a model's kind is read off its config."""
+    return "reconstruction" if isinstance(model_config, MODEL_CONFIGS) else "colorization"
+
+
 def make_task(model_config, config: TrainConfig):
-    if isinstance(model_config, MODEL_CONFIGS):
+    if task_kind(model_config) == "reconstruction":
         return ReconstructionTask(model_config, config.loss)
     from training.colorize import ColorizationTask
 
@@ -248,33 +215,29 @@ def plot_loss_curve(history: list[dict], path: Path, title: str = "", metrics=ME
 
 
 def load_checkpoint(path: Path, map_location="cpu") -> dict:
-    """A run's checkpoint; `model_from_checkpoint` rebuilds the model from it alone."""
+    """A run's checkpoint as the plain dict on disk; training.run.Run is the typed reading of it."""
     return torch.load(path, map_location=map_location, weights_only=False)
 
 
 def model_from_checkpoint(ckpt: dict) -> torch.nn.Module:
-    if ckpt.get("task") == "colorization":
-        from training.colorize import colorizer_from_checkpoint
-
-        return colorizer_from_checkpoint(ckpt)
-    model = build_autoencoder(autoencoder_config_from_dict(ckpt["model_config"]))
-    model.load_state_dict(ckpt["model"])
-    return model.eval()
+    return Run.from_dict(ckpt).model()
 
 
 def train(
     model_config=FIRST_MODEL,
-    config: TrainConfig = TrainConfig(),
+    config: TrainConfig | None = None,
     out: str | os.PathLike = "runs/first",
     data: ImageArray | None = None,
     progress: bool = True,
 ) -> dict:
     """Train (or resume) one run in `out`; returns its result (test metrics and facts about the run).
 
-    `model_config` is an AutoencoderConfig (reconstruction) or a ColorizerConfig (colorization).
+    `model_config` is an AutoencoderConfig (reconstruction) or a ColorizerConfig (colorization); without
+    `config`, the task's defaults (training.config.TRAIN_DEFAULTS, the same as the `cae` commands').
     `data` lets a caller that trains many models (the sweep) decode the images once.
     """
     out = Path(out)
+    config = config or default_train_config(task_kind(model_config))
     out.mkdir(parents=True, exist_ok=True)
     device = resolve_device(config.device)
     dtype = resolve_precision(config.precision, device)
@@ -290,11 +253,11 @@ def train(
     state = RunState()
     ckpt_path = out / CHECKPOINT
     if ckpt_path.exists():
-        ckpt = load_checkpoint(ckpt_path, map_location=device)
-        _check_resumable(ckpt, task, config, ckpt_path)
-        model.load_state_dict(ckpt["model"])
-        optimizer.load_state_dict(ckpt["optimizer"])
-        state = RunState(**ckpt["state"])
+        run = Run.load(ckpt_path, map_location=device)
+        _check_resumable(run, task, config)
+        model.load_state_dict(run.weights)
+        optimizer.load_state_dict(run.optimizer)
+        state = run.state
         if state.epoch > config.epochs:
             raise ValueError(f"{ckpt_path} has already trained {state.epoch} epochs, more than the {config.epochs} asked for")
         if state.epoch == config.epochs and state.test is not None:
@@ -348,36 +311,25 @@ def train(
     return result
 
 
-def _check_resumable(ckpt: dict, task, config: TrainConfig, path: Path) -> None:
-    # Rebuilt through the dataclass, so a field added since the checkpoint was written takes its default.
-    if ckpt.get("task", "reconstruction") != task.kind or type(task.config)(**ckpt["model_config"]) != task.config:
-        raise ValueError(f"{path} holds a different model ({ckpt['name']}); use another output folder")
-    saved = ckpt["train_config"]
-    defaults = asdict(TrainConfig())  # for fields added since the checkpoint was written
-    changed = sorted(k for k, v in asdict(config).items() if k not in RESUMABLE_CHANGES and saved.get(k, defaults[k]) != v)
+def _check_resumable(run: Run, task, config: TrainConfig) -> None:
+    if run.kind != task.kind or run.model_config != task.config:
+        raise ValueError(f"{run.path} holds a different model ({run.name}); use another output folder")
+    saved = asdict(run.train_config)
+    changed = sorted(k for k, v in asdict(config).items() if k not in RESUMABLE_CHANGES and saved[k] != v)
     if changed:
-        detail = ", ".join(f"{k}: {saved.get(k)!r} -> {getattr(config, k)!r}" for k in changed)
-        raise ValueError(f"{path} was trained with other settings ({detail}); use another output folder")
+        detail = ", ".join(f"{k}: {saved[k]!r} -> {getattr(config, k)!r}" for k in changed)
+        raise ValueError(f"{run.path} was trained with other settings ({detail}); use another output folder")
 
 
-def _data_facts(data: ImageArray, split: Split) -> dict:
-    return {"source": data.source, "checksum": data.checksum, "split_seed": split.seed, "fraction": split.fraction,
-            "sizes": {"train": len(split.train), "val": len(split.val), "test": len(split.test)}}
+def _data_facts(data: ImageArray, split: Split) -> DataFacts:
+    return DataFacts(source=data.source, checksum=data.checksum, split_seed=split.seed, fraction=split.fraction,
+                     sizes={"train": len(split.train), "val": len(split.val), "test": len(split.test)})
 
 
 def _save(path, model, optimizer, task, config, state, split, data) -> None:
-    ckpt = {
-        "task": task.kind,
-        "model": model.state_dict(),
-        "optimizer": optimizer.state_dict(),
-        "model_config": asdict(task.config),
-        "train_config": asdict(config),
-        "name": task.name,
-        "state": asdict(state),
-        "data": _data_facts(data, split),
-        "torch_version": torch.__version__,
-    }
-    _atomic_write(path, lambda p: torch.save(ckpt, p))
+    run = Run(path=path, kind=task.kind, name=task.name, model_config=task.config, train_config=config, state=state,
+              data=_data_facts(data, split), weights=model.state_dict(), optimizer=optimizer.state_dict())
+    _atomic_write(path, lambda p: torch.save(run.to_dict(), p))
 
 
 def _result(task, config, state: RunState, split, data, model) -> dict:
@@ -392,7 +344,7 @@ def _result(task, config, state: RunState, split, data, model) -> dict:
         "images_per_second": round(state.epoch * len(split.train) / max(state.train_seconds, 1e-9), 1),
         "test": state.test,
         "val": {k.removeprefix("val_"): v for k, v in state.history[-1].items() if k.startswith("val_")},
-        "data": _data_facts(data, split),
+        "data": asdict(_data_facts(data, split)),
     }
 
 

@@ -10,17 +10,20 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from service.deps import Runtime, get_runtime
 from service.errors import error_body
+from service.routing import Access, access
 
 router = APIRouter(tags=["service"])
 PAGE = Path(__file__).resolve().parent.parent / "static" / "index.html"
 
 
 @router.get("/healthz", summary="Liveness: the process is up")
+@access(Access.PROBE)
 async def healthz():
     return {"status": "ok"}
 
 
 @router.get("/readyz", summary="Readiness: models loaded and warmed up, not draining (503 otherwise)")
+@access(Access.PROBE)
 async def readyz(runtime: Runtime = Depends(get_runtime)):
     if runtime.ready and not runtime.draining:
         return {"status": "ready", "models": sorted(runtime.models)}
@@ -42,10 +45,12 @@ async def list_models(runtime: Runtime = Depends(get_runtime)):
 
 
 @router.get("/metrics", summary="Prometheus metrics", response_class=Response)
+@access(Access.PROBE)
 async def metrics(runtime: Runtime = Depends(get_runtime)):
     return Response(generate_latest(runtime.metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
 
 @router.get("/", include_in_schema=False, response_class=HTMLResponse)
+@access(Access.PROBE)
 async def page():
     return HTMLResponse(PAGE.read_text())

@@ -18,6 +18,7 @@ from service import pipeline
 from service.deps import Runtime, get_runtime
 from service.routers.inference import parse_json_body
 from service.errors import ServiceError
+from service.routing import Access, access
 
 router = APIRouter(prefix="/v2", tags=["kserve-v2"])
 
@@ -39,16 +40,19 @@ def _tensor_meta(io: dict) -> dict:
 
 
 @router.get("", summary="Server metadata")
+@access(Access.PUBLIC)
 async def server_metadata():
     return {"name": "cae", "version": "1", "extensions": []}
 
 
 @router.get("/health/live", summary="Server live")
+@access(Access.PROBE)
 async def live():
     return {"live": True}
 
 
 @router.get("/health/ready", summary="Server ready")
+@access(Access.PROBE)
 async def ready(runtime: Runtime = Depends(get_runtime)):
     ok = runtime.ready and not runtime.draining
     return JSONResponse({"ready": ok}, status_code=200 if ok else 503)
@@ -62,6 +66,7 @@ async def model_metadata(name: str, runtime: Runtime = Depends(get_runtime)):
 
 
 @router.get("/models/{name}/ready", summary="Model ready")
+@access(Access.PUBLIC)
 async def model_ready(name: str, runtime: Runtime = Depends(get_runtime)):
     runtime.model(name)
     return {"name": name, "ready": runtime.ready and not runtime.draining}

@@ -3,6 +3,10 @@
 import asyncio
 import io
 import json
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import httpx
 import numpy as np
@@ -186,3 +190,45 @@ def test_cli(app_client, tmp_path, monkeypatch, capsys):
     assert cli_main(["reconstruct", str(bad), "-o", str(tmp_path / "x.png")]) == 1
     assert "415 unsupported_image" in capsys.readouterr().err
     assert cli_main(["ready"]) == 0
+
+
+def test_cli_decode_takes_every_json_form_of_a_latent(app_client, tmp_path, monkeypatch, capsys):
+    transport = app_client()._http._transport
+    real_init = Client.__init__
+    monkeypatch.setattr(Client, "__init__", lambda self, **kw: real_init(self, **{**kw, "transport": transport,
+                                                                                 "base_url": "http://testserver"}))
+    srcs = []
+    for seed in (0, 1):
+        srcs.append(tmp_path / f"in{seed}.png")
+        srcs[-1].write_bytes(png(seed=seed))
+    capsys.readouterr()
+    assert cli_main(["encode", *map(str, srcs), "--json"]) == 0
+    printed = json.loads(capsys.readouterr().out)
+    served = app_client()._http.post("/encode", files=[("image", (p.name, p.read_bytes(), "image/png")) for p in srcs]).json()
+    assert printed == served  # the client prints what the service answers
+    forms = {"encode": printed, "one": printed["results"][0], "list": printed["results"]}
+    for name, body in forms.items():
+        (tmp_path / f"{name}.json").write_text(json.dumps(body))
+        out = tmp_path / (f"{name}.png" if name == "one" else name)
+        assert cli_main(["decode", str(tmp_path / f"{name}.json"), "-o", str(out)]) == 0, name
+        made = [out] if name == "one" else sorted(out.iterdir())
+        assert len(made) == (1 if name == "one" else 2) and all(Image.open(p).size == (32, 32) for p in made)
+    (tmp_path / "junk.json").write_text('{"latents": []}')
+    assert cli_main(["decode", str(tmp_path / "junk.json"), "-o", str(tmp_path / "j.png")]) == 2
+    assert "expected /encode's JSON" in capsys.readouterr().err
+
+
+def test_cli_output_into_a_closed_pipe_is_not_an_error(model_dir, tmp_path):
+    from tests.service.test_server import start
+
+    big = tmp_path / "big.png"
+    big.write_bytes(png((512, 512)))  # its latent's JSON is megabytes: far more than the pipe holds
+    proc, port = start(model_dir)
+    try:
+        shell = f"{sys.executable} -m cae_client.cli --url http://127.0.0.1:{port} encode {big} --size native --json | head -c 20"
+        env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2] / "clients" / "python")}
+        done = subprocess.run(["bash", "-o", "pipefail", "-c", shell], capture_output=True, text=True, env=env, timeout=60)
+        assert done.stdout.startswith('{"model": ') and done.stderr == "" and done.returncode == 0
+    finally:
+        proc.terminate()
+        proc.wait(30)

@@ -10,7 +10,8 @@ import pytest
 import torch
 
 from export.choose import Candidate, choose
-from export.exporter import FILES, MANIFEST, ExportOptions, export_models, verify
+from cae.manifest import FILES, MANIFEST, ManifestError
+from export.exporter import ExportOptions, export_models, verify
 from export.onnx_export import ParityError, parity, read_metadata
 from export import graphs
 from training.color import luma
@@ -82,10 +83,10 @@ def test_a_tampered_file_fails_verification(exported_models, tmp_path):
     copy = shutil.copytree(models, tmp_path / "models")
     with open(copy / "decoder.onnx", "ab") as f:
         f.write(b"\0")
-    with pytest.raises(ValueError, match="sha256 does not match"):
+    with pytest.raises(ManifestError, match="sha256 does not match"):
         verify(copy)
     (copy / "encoder.onnx").unlink()
-    with pytest.raises(FileNotFoundError, match="missing"):
+    with pytest.raises(ManifestError, match="missing"):
         verify(copy)
 
 
@@ -150,13 +151,15 @@ def test_a_failed_export_keeps_the_previous_models(exported_models, tiny_runs, t
         export_models([tiny_runs["residual"]], None, models, ExportOptions(tolerance=0.0 - 1.0))
     assert (models / MANIFEST).read_text() == before
     assert verify(models)
+    assert not models.with_name(models.name + ".partial").exists()  # nothing left behind
 
 
 def test_cli_errors_are_one_line(tiny_runs, tmp_path):
-    proc = subprocess.run([sys.executable, "-m", "training.cli", "export", "--autoencoder", str(tiny_runs["colorizer"]),
+    proc = subprocess.run([sys.executable, "-m", "cae", "export", "--autoencoder", str(tiny_runs["colorizer"]),
                            "--out", str(tmp_path / "m")], capture_output=True, text=True)
     assert proc.returncode == 2
     assert "is a colorization run, not an autoencoder" in proc.stderr and "Traceback" not in proc.stderr
-    proc = subprocess.run([sys.executable, "-m", "training.cli", "export", "--autoencoder", str(tmp_path / "nowhere")],
-                          capture_output=True, text=True)
+    proc = subprocess.run([sys.executable, "-m", "cae", "export", "--autoencoder", str(tmp_path / "nowhere")],
+                          capture_output=True, text=True, cwd=tmp_path)
     assert proc.returncode == 2 and "no checkpoint.pt" in proc.stderr
+    assert list(tmp_path.glob("models*")) == []  # checked before anything is written

@@ -26,7 +26,7 @@ def free_port() -> int:
 
 def start(model_dir, **env):
     port = free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "training.cli", "serve", "--port", str(port), "--log-level", "warning"],
+    proc = subprocess.Popen([sys.executable, "-m", "service", "--port", str(port), "--log-level", "warning"],
                             env={**os.environ, "CAE_MODEL_DIR": str(model_dir), **env}, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     deadline = time.time() + 60
     while time.time() < deadline:
@@ -92,7 +92,7 @@ def test_memory_stays_bounded_over_thousands_of_requests(model_dir):
 
 
 def test_refuses_an_open_port_without_an_api_key(model_dir):
-    proc = subprocess.run([sys.executable, "-m", "training.cli", "serve", "--host", "0.0.0.0", "--port", str(free_port())],
+    proc = subprocess.run([sys.executable, "-m", "service", "--host", "0.0.0.0", "--port", str(free_port())],
                           env={**os.environ, "CAE_MODEL_DIR": str(model_dir)}, capture_output=True, text=True, timeout=60)
     assert proc.returncode == 2 and "refusing to bind 0.0.0.0 without an API key" in proc.stderr
 

@@ -3,7 +3,7 @@ import sys
 
 from PIL import Image
 
-from training.cli import main
+from cae.cli import main
 
 
 def test_train_dry_run(tmp_path, capsys):
@@ -47,7 +47,7 @@ def test_bad_input_is_one_clear_line(tmp_path, capsys):
 
 def test_console_script_reports_errors_without_traceback(tmp_path):
     missing = tmp_path / "missing"
-    proc = subprocess.run([sys.executable, "-m", "training.cli", "train", "--data", str(missing)], capture_output=True, text=True)
+    proc = subprocess.run([sys.executable, "-m", "cae", "train", "--data", str(missing)], capture_output=True, text=True)
     assert proc.returncode == 2
     assert f"{missing}: no such file or folder" in proc.stderr and "Traceback" not in proc.stderr
 

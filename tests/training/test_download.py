@@ -9,7 +9,7 @@ import pytest
 
 from tests.conftest import write_cifar_archive
 from training import download as download_module
-from training.cli import main
+from cae.cli import main
 from training.data import load_images
 from training.download import DownloadError, download
 

@@ -122,7 +122,7 @@ def test_invalid_training_settings(kwargs, message):
 def test_sigkill_mid_run_loses_no_finished_epoch(tmp_path):
     """A real kill (SIGKILL, no cleanup) of `cae train`, then the same command resumes and finishes."""
     out = tmp_path / "run"
-    cmd = [sys.executable, "-m", "training.cli", "train", "--data", "fake:3000", "--epochs", "4", "--batch-size", "16",
+    cmd = [sys.executable, "-m", "cae", "train", "--data", "fake:3000", "--epochs", "4", "--batch-size", "16",
            "--precision", "fp32", "--quiet", "--out", str(out)]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)

@@ -2,8 +2,8 @@
 
     cae-client reconstruct in.png -o out.png
     cae-client colorize gray.jpg -o colour.png --size native
-    cae-client encode in.png --json > latent.json
-    cae-client decode latent.json -o out.png
+    cae-client encode in.png --json > latent.json      # the service's own /encode JSON
+    cae-client decode latent.json -o out.png             # takes that, a curl'd /encode body, or one {shape, latent}
     cae-client models
 
 The service address and key come from --url/--api-key or CAE_URL/CAE_API_KEY.
@@ -35,11 +35,12 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--format", default=None, choices=["png", "jpeg", "webp"], help="default: from the output suffix, else png")
     p = sub.add_parser("encode", help="latent vectors of images")
     p.add_argument("images", nargs="+", type=Path)
-    p.add_argument("--json", action="store_true", help="print JSON (what decode takes); default: a summary")
+    p.add_argument("--json", action="store_true", help="print the service's /encode JSON (what decode takes); default: a summary")
     p.add_argument("--size", default="32", choices=["native", "32"])
-    p = sub.add_parser("decode", help="a latent (JSON from encode) back to an image")
-    p.add_argument("latent", type=Path, help="JSON file from `encode --json` (- for stdin)")
-    p.add_argument("-o", "--output", type=Path, required=True)
+    p = sub.add_parser("decode", help="latents (JSON from encode) back to images")
+    p.add_argument("latent", type=Path, help="JSON file (- for stdin): `encode --json`'s output or the service's /encode "
+                   "response (one image per result), or one {\"shape\", \"latent\"} object or a list of them")
+    p.add_argument("-o", "--output", type=Path, required=True, help="output file (one latent) or folder (several)")
     sub.add_parser("models", help="the models the service runs")
     sub.add_parser("ready", help="exit 0 when the service is ready")
     return parser
@@ -51,8 +52,28 @@ def _format_for(path: Path, explicit: str | None) -> str:
     return {".jpg": "jpeg", ".jpeg": "jpeg", ".webp": "webp"}.get(path.suffix.lower(), "png")
 
 
+def latents_from_json(body) -> list[dict]:
+    """The latents in any JSON form the service or this client writes: /encode's {"results": [...]}, one
+    {"shape", "latent"} (the /decode body), or a list of those."""
+    items = body["results"] if isinstance(body, dict) and "results" in body else body if isinstance(body, list) else [body]
+    if not items or not all(isinstance(z, dict) and "shape" in z and "latent" in z for z in items):
+        raise ValueError("expected /encode's JSON ({\"results\": [...]}), or {\"shape\": [C, h, w], \"latent\": [...]} "
+                         "objects")
+    return [{"shape": z["shape"], "latent": z["latent"]} for z in items]
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    try:
+        return _run(args)
+    except BrokenPipeError:
+        # `cae-client models | head`: the reader stopped reading; nothing is wrong. Python would report the
+        # pipe again when flushing stdout at exit, so stdout goes to /dev/null first.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
+
+
+def _run(args) -> int:
     try:
         with Client(base_url=args.url, api_key=args.api_key, timeout=args.timeout) as client:
             if args.command in ("reconstruct", "colorize"):
@@ -70,18 +91,25 @@ def main(argv: list[str] | None = None) -> int:
                         print(out)
             elif args.command == "encode":
                 latents = client.encode_batch(args.images, size=args.size)
-                if args.json:
-                    body = [{"model": z.model, "version": z.version, **z.to_json()} for z in latents]
-                    print(json.dumps(body[0] if len(body) == 1 else body))
+                if args.json:  # the same shape as the service's /encode response
+                    print(json.dumps({"model": latents[0].model, "version": latents[0].version,
+                                      "results": [z.to_json() for z in latents]}))
                 else:
                     for src, z in zip(args.images, latents):
                         print(f"{src}: {z.model} v{z.version} latent {'x'.join(map(str, z.shape))} "
                               f"(mean {z.latent.mean():.4f}, std {z.latent.std():.4f})")
             elif args.command == "decode":
                 text = sys.stdin.read() if str(args.latent) == "-" else args.latent.read_text()
-                body = json.loads(text)
-                client.decode({"shape": body["shape"], "latent": body["latent"]}, format=_format_for(args.output, None)).image.save(args.output)
-                print(args.output)
+                latents = latents_from_json(json.loads(text))
+                if len(latents) == 1:
+                    client.decode(latents[0], format=_format_for(args.output, None)).image.save(args.output)
+                    print(args.output)
+                else:
+                    args.output.mkdir(parents=True, exist_ok=True)
+                    for i, result in enumerate(client.decode_batch(latents, format="png")):
+                        out = args.output / f"latent_{i:03d}.png"
+                        result.image.save(out)
+                        print(out)
             elif args.command == "models":
                 print(json.dumps(client.models(), indent=2))
             elif args.command == "ready":
@@ -91,6 +119,8 @@ def main(argv: list[str] | None = None) -> int:
     except CaeError as e:
         print(f"cae-client {args.command}: {e}", file=sys.stderr)
         return 1
+    except BrokenPipeError:
+        raise  # handled in main, not an error
     except (OSError, ValueError, KeyError) as e:
         print(f"cae-client {args.command}: {e}", file=sys.stderr)
         return 2

@@ -1,0 +1,5 @@
+import sys
+
+from cae.cli import main
+
+sys.exit(main())

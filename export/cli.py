@@ -1,0 +1,84 @@
+"""The export stage's subcommand of `cae` (cae.cli dispatches): `cae export`. Only argparse at import."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+EXTRA = "export"  # what `pip install cae[...]` this command needs
+MODELS_OUT = "models"  # the shipped models: a dry run never writes here
+
+
+def cmd_export(args) -> int:
+    from training.cli import DRY_RUN, dry_run_folder
+
+    if not args.autoencoder and not args.colorizer and not args.dry_run:
+        raise ValueError("nothing to export: give --autoencoder run(s), --colorizer, or both")
+    runs = [Path(r) for r in args.autoencoder or []] + ([Path(args.colorizer)] if args.colorizer else [])
+    for run in runs:  # checked before anything runs, dry run or not
+        if not (run / "checkpoint.pt").is_file():
+            raise FileNotFoundError(f"{run}: no checkpoint.pt (a run folder of `cae train` or `cae train-colorizer`)")
+    if args.decoding_from and not Path(args.decoding_from).is_file():
+        raise FileNotFoundError(f"{args.decoding_from}: no such file (a color-report results.json)")
+
+    from export.exporter import ExportOptions, export_models
+    from training.data import load_images
+
+    decoding = {}
+    if args.decoding_from:
+        chosen = json.loads(Path(args.decoding_from).read_text())["temperatures"][Path(args.colorizer).name]["chosen"]
+        decoding = {"temperature": chosen["temperature"], "prior_correction": chosen["prior_correction"]}
+    if args.temperature is not None:
+        decoding["temperature"] = args.temperature
+    if args.prior_correction is not None:
+        decoding["prior_correction"] = args.prior_correction
+    options = ExportOptions(exporter=args.exporter, opset=args.opset, tolerance=args.tolerance, version=args.version,
+                            decoder_form=args.decoder_form)
+    autoencoders, colorizer, out = [Path(r) for r in args.autoencoder or []], args.colorizer and Path(args.colorizer), Path(args.out)
+    data = load_images(args.data) if args.data else None
+    triton_dir = Path(args.triton) if args.triton else None
+    if args.dry_run:
+        # The export path end to end on tiny models trained here on synthetic data, all in a temporary folder.
+        from training.colorize import ColorizerConfig
+        from training.model import ResidualAutoencoderConfig
+        from training.train import TrainConfig, train
+
+        folder = Path(args.out) if args.out != MODELS_OUT else dry_run_folder("export")
+        config = TrainConfig(**DRY_RUN, batch_size=64)
+        autoencoders, colorizer = [folder / "runs" / "autoencoder"], folder / "runs" / "colorizer"
+        train(ResidualAutoencoderConfig(width=4, downsamplings=2, latent_channels=2), config, out=autoencoders[0], progress=False)
+        train(ColorizerConfig(width=4), config, out=colorizer, progress=False)
+        out, data, triton_dir = folder / "models", None, folder / "triton" if triton_dir else None
+    command = "cae " + " ".join(sys.argv[1:]) if sys.argv and sys.argv[0].endswith("cae") and not args.dry_run else None
+    manifest = export_models(autoencoders, colorizer, out, options, data=data, triton_dir=triton_dir, command=command, **decoding)
+    for facts in manifest["models"].values():
+        print(f"{out / facts['file']}: {facts['name']}, sha256 {facts['sha256'][:12]}, test " +
+              ", ".join(f"{k} {v:.4g}" for k, v in facts["test"].items() if isinstance(v, float)))
+    print(f"manifest: {out / 'manifest.json'}; model card: {out / 'MODEL_CARD.md'}")
+    return 0
+
+
+def add_commands(sub) -> None:
+    p = sub.add_parser("export", help="checkpoints -> ONNX files, manifest and model card (the service's models/)",
+                       description="Export the chosen autoencoder (of the candidates given, by the rule in export/choose.py) "
+                                   "and a colorizer to ONNX; parity with PyTorch is checked and any mismatch fails the export.")
+    p.add_argument("--autoencoder", nargs="+", metavar="RUN", help="autoencoder run folder(s) (`cae train`, a sweep's trials/<name>)")
+    p.add_argument("--colorizer", metavar="RUN", help="colorizer run folder (`cae train-colorizer`)")
+    p.add_argument("--out", default=MODELS_OUT, help=f"output folder, replaced only when the export succeeds (default {MODELS_OUT})")
+    p.add_argument("--exporter", default="dynamo", choices=["dynamo", "torchscript"], help="torch.onnx exporter (default dynamo)")
+    p.add_argument("--opset", type=int, default=18, help="ONNX opset (default 18)")
+    p.add_argument("--tolerance", type=float, default=1e-4, help="max |ONNX - PyTorch| allowed (default 1e-4)")
+    p.add_argument("--decoder-form", default="layers", choices=["layers", "sub-pixel"],
+                   help="decoder graph: the layers as they are, or upsample+conv as sub-pixel convolutions (the same "
+                        "function; faster in onnxruntime for narrow models like the study's) (default layers)")
+    p.add_argument("--version", type=int, default=1, help="model version recorded in the files (default 1)")
+    p.add_argument("--temperature", type=float, default=None, help="colorizer decoding: annealed-mean temperature")
+    p.add_argument("--prior-correction", type=float, default=None, help="colorizer decoding: prior correction")
+    p.add_argument("--decoding-from", metavar="JSON", help="take the colorizer's decoding from a color-report results.json")
+    p.add_argument("--data", default=None, help="images to evaluate on, if not the checkpoints' own data source")
+    p.add_argument("--triton", metavar="DIR", help="also write a Triton model repository here")
+    p.add_argument("--dry-run", action="store_true", help="check the flags and run files given, then export two tiny "
+                   "models trained on synthetic data, all into --out if given, else a new temporary folder (never models/)")
+    p.set_defaults(func=cmd_export)
+

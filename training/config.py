@@ -1,0 +1,57 @@
+"""How a model is trained, and each kind of model's defaults: plain data, no torch (the `cae` command
+reads these defaults to build its flags, and `cae --help` must not import torch)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+OPTIMIZER_NAMES = ("adam", "adamw", "sgd", "rmsprop")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    data: str = "fake"  # a source for training.data.load_images; the `cae` commands default to the real data
+    fraction: float = 1.0  # share of each split to use (the study's sweep: 0.1)
+    split_seed: int = 0  # the train/validation/test split
+    seed: int = 0  # weights and batch order
+    epochs: int = 10
+    batch_size: int = 256
+    lr: float = 2e-3
+    optimizer: str = "adam"  # adam | adamw | sgd | rmsprop
+    loss: str = "bce"  # bce | mse
+    schedule: str = "constant"  # constant | cosine (decays the learning rate to 0 over `epochs`)
+    device: str = "auto"  # auto (CUDA when present) | cpu | cuda[:N]
+    precision: str = "auto"  # auto (bf16 where the hardware has it) | fp32 | bf16
+    eval_batch_size: int = 1000
+    log_every: int = 1  # steps between entries of steps.csv
+
+    def __post_init__(self):
+        if self.loss not in ("bce", "mse"):
+            raise ValueError(f"loss must be bce or mse, got {self.loss!r}")
+        if self.optimizer not in OPTIMIZER_NAMES:
+            raise ValueError(f"optimizer must be one of {sorted(OPTIMIZER_NAMES)}, got {self.optimizer!r}")
+        if self.schedule not in ("constant", "cosine"):
+            raise ValueError(f"schedule must be constant or cosine, got {self.schedule!r}")
+        if self.precision not in ("auto", "fp32", "bf16"):
+            raise ValueError(f"precision must be auto, fp32 or bf16, got {self.precision!r}")
+        if self.epochs < 1 or self.batch_size < 1 or not self.lr > 0:
+            raise ValueError("epochs, batch size and learning rate must be positive")
+        if not 0 < self.fraction <= 1:
+            raise ValueError(f"fraction must be in (0, 1], got {self.fraction}")
+
+
+# Each task's departures from TrainConfig's defaults: `train(model)` and `cae train...` use the same.
+TRAIN_DEFAULTS = {
+    "reconstruction": {},
+    # The setting the colorizer runs in results/colorization were trained with.
+    "colorization": {"batch_size": 64, "lr": 1e-3},
+}
+
+# The study's sweep setting: 10 epochs on 10% of the data, with Keras' batch size and learning rate
+# (10% of the data in batches of 256 gives only 160 steps in 10 epochs, too few for the small models).
+SWEEP_DEFAULTS = {"epochs": 10, "fraction": 0.1, "batch_size": 32, "lr": 1e-3}
+
+
+def default_train_config(task: str, **overrides) -> TrainConfig:
+    """TrainConfig with `task`'s defaults (reconstruction | colorization), then `overrides`."""
+    return TrainConfig(**{**TRAIN_DEFAULTS[task], **overrides})
