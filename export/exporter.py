@@ -17,16 +17,15 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 import torch
-from torchmetrics.functional.image import structural_similarity_index_measure
 
 from cae.manifest import FILES, FORMAT, read_manifest, verify_files, write_manifest
 from export import graphs, model_card, triton
 from export.choose import RULE, Candidate, choose, evaluate_candidates
 from export.onnx_export import DEFAULT_OPSET, describe, export_graph, io_description, parity, session, sha256
-from training.colorize import colour_indices, grayscale_baseline, rgb_metric_sums, with_colourfulness_ratio
+from training.colorize import colour_indices, grayscale_baseline
 from training.color import luma
 from training.data import ImageArray
-from training.metrics import per_image_psnr
+from training.metrics import image_means
 from training.run import Run
 
 
@@ -80,23 +79,13 @@ def _ort_batches(sess: ort.InferenceSession, x: torch.Tensor, batch_size: int) -
 def score_autoencoder(encoder: Path, decoder: Path, images: torch.Tensor, batch_size: int) -> dict:
     """Metrics of the exported pair itself (onnxruntime), each a mean over the images."""
     enc, dec = session(encoder), session(decoder)
-    sums = {"psnr": 0.0, "mse": 0.0, "ssim": 0.0}
-    for x in images.split(batch_size):
-        y = _ort_batches(dec, _ort_batches(enc, x, batch_size), batch_size)
-        sums["psnr"] += per_image_psnr(y, x).sum().item()
-        sums["mse"] += (y - x).pow(2).flatten(1).mean(1).sum().item()
-        sums["ssim"] += structural_similarity_index_measure(y, x, data_range=1.0, reduction="none").sum().item()
-    return {k: v / len(images) for k, v in sums.items()}
+    return image_means((_ort_batches(dec, _ort_batches(enc, x, batch_size), batch_size), x) for x in images.split(batch_size))
 
 
 def score_colorizer(colorizer: Path, images: torch.Tensor, batch_size: int) -> dict:
+    """Metrics of the exported colorizer fed luma Y, as the service feeds it (not its training gray channel)."""
     sess = session(colorizer)
-    sums: dict[str, float] = {}
-    for x in images.split(batch_size):
-        rgb = _ort_batches(sess, luma(x), batch_size)
-        for k, v in rgb_metric_sums(rgb, x).items():
-            sums[k] = sums.get(k, 0.0) + v
-    return with_colourfulness_ratio({k: v / len(images) for k, v in sums.items()})
+    return image_means(((_ort_batches(sess, luma(x), batch_size), x) for x in images.split(batch_size)), colour=True)
 
 
 def _common_facts(run: Run, options: ExportOptions) -> dict:

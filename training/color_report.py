@@ -18,7 +18,8 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 from training.color import channel_mean, get_encoding  # noqa: E402
-from training.colorize import colour_indices, grayscale_baseline, rgb_metric_sums, with_colourfulness_ratio  # noqa: E402
+from training.colorize import colour_indices, grayscale_baseline  # noqa: E402
+from training.metrics import image_means  # noqa: E402
 from training.run import Run  # noqa: E402
 
 COLUMNS = ["run", "encoding", "network", "loss", "epochs", "train images", "PSNR (dB)", "SSIM", "colourfulness vs truth"]
@@ -26,13 +27,12 @@ COLUMNS = ["run", "encoding", "network", "loss", "epochs", "train images", "PSNR
 
 @torch.no_grad()
 def score(model, images: np.ndarray, indices: np.ndarray, batch_size: int = 500) -> dict:
-    sums: dict[str, float] = {}
-    for start in range(0, len(indices), batch_size):
-        x = torch.from_numpy(images[indices[start : start + batch_size]]).float() / 255
-        gray, _ = model.encoding.encode(x)
-        for k, v in rgb_metric_sums(model(gray), x).items():
-            sums[k] = sums.get(k, 0.0) + v
-    return with_colourfulness_ratio({k: v / len(indices) for k, v in sums.items()})
+    """The PyTorch colorizer on its training gray channel (the encoding's), against the colour truth."""
+    def batches():
+        for start in range(0, len(indices), batch_size):
+            x = torch.from_numpy(images[indices[start : start + batch_size]]).float() / 255
+            yield model(model.encoding.encode(x)[0]), x
+    return image_means(batches(), colour=True)
 
 
 def report(runs: list[Path], out: Path, examples: int = 6) -> list[dict]:

@@ -23,11 +23,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torchmetrics.functional.image import structural_similarity_index_measure
 
-from training.color import colourfulness, get_encoding, is_grayscale
+from training.color import get_encoding, is_grayscale
 from training.data import Split
-from training.metrics import per_image_psnr
+from training.metrics import image_means, image_sums, with_colourfulness_ratio
 from training.model import ConvAutoencoder, config_from_name
 from training.train import autocast
 
@@ -185,18 +184,6 @@ def _loss(model: Colorizer, raw: torch.Tensor, target: torch.Tensor) -> torch.Te
     return (ce * model.bins.weights[classes]).mean()
 
 
-def rgb_metric_sums(rgb: torch.Tensor, truth: torch.Tensor) -> dict[str, float]:
-    """Per-image PSNR, SSIM and colourfulness (of prediction and truth), summed over the batch."""
-    ssim = structural_similarity_index_measure(rgb.contiguous(), truth, data_range=1.0, reduction="none")
-    return {"psnr": per_image_psnr(rgb, truth).sum().item(), "ssim": ssim.sum().item(),
-            "colourfulness": colourfulness(rgb).sum().item(), "true_colourfulness": colourfulness(truth).sum().item()}
-
-
-def with_colourfulness_ratio(means: dict[str, float]) -> dict[str, float]:
-    """Mean metrics -> the same with colourfulness as a share of the truth's (which it replaces)."""
-    means = dict(means)
-    means["colourfulness_ratio"] = means["colourfulness"] / max(means.pop("true_colourfulness"), 1e-9)
-    return means
 
 
 def colour_indices(images: np.ndarray, indices: np.ndarray) -> np.ndarray:
@@ -237,7 +224,7 @@ class ColorizationTask:
         gray, target = self.encoding.encode(x)
         raw = model.raw(gray)  # one forward pass for both the loss and the colorization
         rgb = self.encoding.decode(gray, model.target(raw)).float()
-        return {"loss": _loss(model, raw, target).item() * x.shape[0], **rgb_metric_sums(rgb, x)}
+        return {"loss": _loss(model, raw, target).item() * x.shape[0], **image_sums(rgb, x, colour=True)}
 
     def finish(self, means: dict[str, float]) -> dict[str, float]:
         return with_colourfulness_ratio(means)
@@ -262,5 +249,4 @@ def grayscale_baseline(images: np.ndarray, indices: np.ndarray) -> dict:
     from training.color import luma
 
     x = torch.from_numpy(images[indices]).float() / 255
-    sums = rgb_metric_sums(luma(x).expand(-1, 3, -1, -1), x)
-    return with_colourfulness_ratio({k: v / len(indices) for k, v in sums.items()})
+    return image_means([(luma(x).expand(-1, 3, -1, -1), x)], colour=True)

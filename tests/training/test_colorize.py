@@ -45,7 +45,7 @@ def test_annealed_mean_sits_between_mean_and_mode():
 def test_a_smoke_run_per_encoding(tmp_path, encoding):
     config = ColorizerConfig(encoding=encoding, arch="cae", loss="l2", cae="cae_l3_ch1_k3_s2")
     result = train(config, QUICK, out=tmp_path, progress=False)
-    assert set(result["test"]) == {"loss", "psnr", "ssim", "colourfulness", "colourfulness_ratio"}
+    assert set(result["test"]) == {"loss", "mse", "psnr", "ssim", "colourfulness", "colourfulness_ratio"}
     assert all(np.isfinite(v) for v in result["test"].values())
     model = model_from_checkpoint(load_checkpoint(tmp_path / CHECKPOINT))
     assert model(torch.rand(2, 1, 32, 32)).shape == (2, 3, 32, 32)
