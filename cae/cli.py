@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 
 # The stages, in the order their commands are listed; each module has add_commands(subparsers) and EXTRA.
@@ -46,7 +47,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"cae {args.command}: interrupted; run the same command again to resume", file=sys.stderr)
         return 130
     except BrokenPipeError:
-        return 0  # `cae ... | head`: the reader has all it wanted
+        # `cae ... | head`: the reader has all it wanted. stdout goes to /dev/null, or Python reports the
+        # broken pipe again when it flushes stdout at exit.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
 
 
 if __name__ == "__main__":
