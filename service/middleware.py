@@ -61,7 +61,7 @@ class ServiceMiddleware:
         async def refuse(status: int, reason: str | None, code: str, message: str, headers=()):
             if reason:
                 self.metrics.rejections.labels(reason).inc()
-            await _send_json(send_wrapper, status, error_body(status, code, message), headers)
+            await _send_json(send_wrapper, status, error_body(status, code, message, scope["path"]), headers)
 
         admitted = False
         try:
@@ -98,7 +98,7 @@ class ServiceMiddleware:
                 raise
             status_holder[0] = 503
             await _send_json(send, 503, error_body(503, "shutting_down", "the service shut down before this request "
-                                                   "finished; retry"), [(b"retry-after", self.retry_after)])
+                                                   "finished; retry", scope["path"]), [(b"retry-after", self.retry_after)])
         finally:
             if admitted:
                 self.in_flight -= 1

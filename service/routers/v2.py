@@ -1,12 +1,19 @@
-"""Open Inference Protocol (KServe V2) for the same models, so KServe and Triton clients work unchanged.
+"""Open Inference Protocol (KServe V2) with Triton's binary tensor extension, so Triton's and KServe's
+clients (tritonclient, kserve) work unchanged.
 
-Models are named by role: encoder, decoder, colorizer. Tensors travel as JSON FP32 arrays in row-major
-order (the protocol's JSON form); one input and one output per model, as in the ONNX files.
+Models are named by role: encoder, decoder, colorizer; one FP32 input and one FP32 output each, as in the
+ONNX files. An infer request is JSON, whatever its Content-Type (tritonclient sends none). Input `data`
+may be flat or nested row-major lists; or, with `"parameters": {"binary_data_size": n}`, the tensor's n
+bytes of little-endian values follow the JSON, whose length is in the `Inference-Header-Content-Length`
+header. Outputs come back as JSON data, or binary (after the JSON, same header) when the request asks
+(`"parameters": {"binary_data_output": true}`, or `binary_data` on a requested output). Errors under
+/v2 are `{"error": "<message>"}`, as the protocol says (service.errors).
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import math
 
 import numpy as np
@@ -16,23 +23,33 @@ from pydantic import BaseModel, Field
 
 from service import pipeline
 from service.deps import Runtime, get_runtime
-from service.routers.inference import parse_json_body
 from service.errors import ServiceError
 from service.routing import Access, access
 
 router = APIRouter(prefix="/v2", tags=["kserve-v2"])
+HEADER_LENGTH = "inference-header-content-length"
+EXTENSIONS = ["binary_tensor_data"]
 
 
 class InferTensor(BaseModel):
     name: str
     shape: list[int]
     datatype: str
-    data: list[float] = Field(..., description="row-major values")
+    data: list | None = Field(None, description="row-major values, flat or nested; absent with binary_data_size")
+    parameters: dict | None = Field(None, description='{"binary_data_size": n}: the values are n bytes after the JSON')
+
+
+class RequestedOutput(BaseModel):
+    name: str
+    parameters: dict | None = Field(None, description='{"binary_data": true}: this output as binary after the JSON')
 
 
 class InferRequest(BaseModel):
+    """For the documentation: requests are checked by `_read_request` (nested data, binary parts)."""
     id: str | None = None
+    parameters: dict | None = Field(None, description='{"binary_data_output": true}: every output as binary')
     inputs: list[InferTensor] = Field(..., min_length=1, max_length=1)
+    outputs: list[RequestedOutput] | None = None
 
 
 def _tensor_meta(io: dict) -> dict:
@@ -42,7 +59,7 @@ def _tensor_meta(io: dict) -> dict:
 @router.get("", summary="Server metadata")
 @access(Access.PUBLIC)
 async def server_metadata():
-    return {"name": "cae", "version": "1", "extensions": []}
+    return {"name": "cae", "version": "1", "extensions": EXTENSIONS}
 
 
 @router.get("/health/live", summary="Server live")
@@ -69,49 +86,126 @@ async def model_metadata(name: str, runtime: Runtime = Depends(get_runtime)):
 @access(Access.PUBLIC)
 async def model_ready(name: str, runtime: Runtime = Depends(get_runtime)):
     runtime.model(name)
-    return {"name": name, "ready": runtime.ready and not runtime.draining}
+    ok = runtime.ready and not runtime.draining  # the status code is the answer (clients read only that)
+    return JSONResponse({"name": name, "ready": ok}, status_code=200 if ok else 503)
 
 
-INFER_BODY = {"requestBody": {"required": True, "content": {"application/json": {"schema": InferRequest.model_json_schema()}}}}
+INFER_BODY = {"requestBody": {"required": True, "content": {
+    "application/json": {"schema": InferRequest.model_json_schema()},
+    "application/octet-stream": {"schema": {"type": "string", "format": "binary",
+                                            "description": "JSON header, then binary tensors (Inference-Header-Content-Length)"}}}}}
 
 
-@router.post("/models/{name}/infer", summary="Inference", openapi_extra=INFER_BODY)
+def _bad(message: str, status: int = 400) -> ServiceError:
+    return ServiceError(status, "invalid_request" if status == 400 else "invalid_tensor", message)
+
+
+def _split_body(body: bytes, header_length: str | None) -> tuple[bytes, memoryview]:
+    """(JSON header, binary part) of a request body."""
+    if header_length is None:
+        return body, memoryview(b"")
+    try:
+        length = int(header_length)
+    except ValueError:
+        raise _bad(f"Inference-Header-Content-Length must be an integer, got {header_length!r}") from None
+    if not 0 < length <= len(body):
+        raise _bad(f"Inference-Header-Content-Length {length} is outside the body's {len(body)} bytes")
+    return body[:length], memoryview(body)[length:]
+
+
+def _read_request(header: bytes) -> dict:
+    try:
+        request = json.loads(header)
+    except (ValueError, UnicodeDecodeError) as e:
+        raise _bad(f"the request is not valid JSON: {e}") from None
+    if not isinstance(request, dict):
+        raise _bad("the request must be a JSON object")
+    inputs = request.get("inputs")
+    if not isinstance(inputs, list) or len(inputs) != 1 or not isinstance(inputs[0], dict):
+        raise _bad("inputs must be a list of one tensor (each model has one input)")
+    for key in ("parameters", "outputs", "id"):
+        kind = {"parameters": dict, "outputs": list, "id": str}[key]
+        if request.get(key) is not None and not isinstance(request[key], kind):
+            raise _bad(f"{key} must be a {kind.__name__}")
+    return request
+
+
+def _input_array(tensor: dict, binary: memoryview, m, limits) -> np.ndarray:
+    name, shape, datatype = tensor.get("name"), tensor.get("shape"), tensor.get("datatype")
+    expected = m.facts["inputs"][0]["name"]
+    if name != expected:
+        raise _bad(f"model {m.role} takes input {expected!r}, got {name!r}", 422)
+    if datatype != "FP32":
+        raise _bad(f"datatype must be FP32, got {datatype}", 422)
+    if (not isinstance(shape, list) or len(shape) != 4 or not all(isinstance(d, int) and not isinstance(d, bool) for d in shape)
+            or shape[1] != m.input_channels or min(shape) < 1):
+        raise _bad(f"shape must be [N, {m.input_channels}, H, W], got {shape}", 422)
+    n, _, h, w = shape
+    if h % m.geometry.align or w % m.geometry.align:
+        raise _bad(f"H and W must be multiples of {m.geometry.align}, got {h}x{w}", 422)
+    if n > limits.max_images_per_request or m.image_pixels(h, w) > limits.max_pixels:
+        raise ServiceError(413, "tensor_too_large", f"shape {shape} is over the service's limits")
+    count = math.prod(shape)
+    size = (tensor.get("parameters") or {}).get("binary_data_size")
+    if size is not None:
+        if not isinstance(size, int) or size != count * 4 or size != len(binary):
+            raise _bad(f"binary_data_size must be the {count * 4} bytes of shape {shape} in FP32, and the body must hold "
+                       f"exactly that after the JSON; got {size!r} and {len(binary)} bytes", 422)
+        x = np.frombuffer(binary, dtype="<f4").astype(np.float32).reshape(shape)
+    else:
+        if len(binary):
+            raise _bad("binary data follows the JSON but no input says binary_data_size")
+        data = tensor.get("data")
+        if not isinstance(data, list):
+            raise _bad("the input has neither data nor parameters.binary_data_size", 422)
+        try:
+            x = np.asarray(data, dtype=np.float32)  # flat or nested row-major lists
+        except (ValueError, TypeError):
+            raise _bad("data must be numbers in flat or regularly nested lists", 422) from None
+        if x.size != count or (x.ndim > 1 and list(x.shape) != shape):
+            raise _bad(f"shape {shape} needs {count} values, got data of shape {list(x.shape)}", 422)
+        x = x.reshape(shape)
+    if not np.isfinite(x).all():
+        raise _bad("values must be finite", 422)
+    return x
+
+
+def _binary_output(request: dict, output_name: str) -> bool:
+    wanted = request.get("outputs")
+    if wanted:
+        for out in wanted:
+            if not isinstance(out, dict) or out.get("name") != output_name:
+                raise _bad(f"the model has one output, {output_name!r}; asked for {out.get('name') if isinstance(out, dict) else out!r}")
+        return bool((wanted[0].get("parameters") or {}).get("binary_data", (request.get("parameters") or {}).get("binary_data_output")))
+    return bool((request.get("parameters") or {}).get("binary_data_output", False))
+
+
+@router.post("/models/{name}/infer", summary="Inference (JSON, or JSON plus binary tensors)", openapi_extra=INFER_BODY)
 async def infer(name: str, request: Request, runtime: Runtime = Depends(get_runtime)):
     m = runtime.model(name)
-    body = await parse_json_body(request, InferRequest)
-    tensor = body.inputs[0]
-    expected = m.facts["inputs"][0]
-    if tensor.name != expected["name"]:
-        raise ServiceError(422, "invalid_tensor", f"model {name} takes input {expected['name']!r}, got {tensor.name!r}")
-    if tensor.datatype != "FP32":
-        raise ServiceError(422, "invalid_tensor", f"datatype must be FP32, got {tensor.datatype}")
-    if len(tensor.shape) != 4 or tensor.shape[1] != m.input_channels or min(tensor.shape) < 1:
-        raise ServiceError(422, "invalid_tensor", f"shape must be [N, {m.input_channels}, H, W], got {tensor.shape}")
-    n, c, h, w = tensor.shape
-    geometry = m.geometry
-    if h % geometry.align or w % geometry.align:
-        raise ServiceError(422, "invalid_tensor", f"H and W must be multiples of {geometry.align}, got {h}x{w}")
-    if n > runtime.settings.max_images_per_request or m.image_pixels(h, w) > runtime.settings.max_pixels:
-        raise ServiceError(413, "tensor_too_large", f"shape {tensor.shape} is over the service's limits")
-    if len(tensor.data) != math.prod(tensor.shape):
-        raise ServiceError(422, "invalid_tensor", f"shape {tensor.shape} needs {math.prod(tensor.shape)} values, got {len(tensor.data)}")
-    out_values = n * m.output_channels * geometry.out(h) * geometry.out(w)
-    if out_values > runtime.settings.max_json_values:
+    header, binary = _split_body(await request.body(), request.headers.get(HEADER_LENGTH))
+    body = await asyncio.to_thread(_read_request, header) if len(header) > 256 * 1024 else _read_request(header)
+    output_name = m.facts["outputs"][0]["name"]
+    as_binary = _binary_output(body, output_name)
+    x = _input_array(body["inputs"][0], binary, m, runtime.settings)
+    request_id = body.get("id")
+    del body, header, binary
+    n, _, h, w = x.shape
+    out_values = n * m.output_channels * m.geometry.out(h) * m.geometry.out(w)
+    if not as_binary and out_values > runtime.settings.max_json_values:
         raise ServiceError(413, "response_too_large", f"the output tensor would hold {out_values:,} numbers as JSON, more "
-                           f"than the limit of {runtime.settings.max_json_values:,} (CAE_MAX_JSON_VALUES); send fewer or smaller inputs")
-    x = np.asarray(tensor.data, dtype=np.float32).reshape(tensor.shape)
-    request_id, output_name = body.id, m.facts["outputs"][0]["name"]
-    del body, tensor
-    if not np.isfinite(x).all():
-        raise ServiceError(422, "invalid_tensor", "values must be finite")
+                           f"than the limit of {runtime.settings.max_json_values:,} (CAE_MAX_JSON_VALUES); send fewer or smaller "
+                           "inputs, or ask for binary output")
     plan = pipeline.plan_run(runtime, m, h, w)
-    # Input and output arrays and the JSON text (~20 bytes a number): ~40 bytes per output value.
-    need_bytes = x.nbytes + 40 * out_values + plan.peak_bytes
+    # Input and output arrays, and the response: ~20 bytes a number as JSON text, 4 as binary.
+    need_bytes = x.nbytes + (8 if as_binary else 40) * out_values + plan.peak_bytes
     async with runtime.admit(need_bytes, plan.seconds * n, (name,)) as deadline:
-        outs = await asyncio.gather(*[pipeline.run_model(runtime, name, item, deadline) for item in x])
-        out = np.stack(outs)
-        del outs
-        payload = await pipeline.to_json(out_values, {
-            "model_name": name, "model_version": m.version, "id": request_id,
-            "outputs": [{"name": output_name, "datatype": "FP32", "shape": list(out.shape), "data": out}]})
-    return Response(payload, media_type="application/json")
+        out = np.stack(await asyncio.gather(*[pipeline.run_model(runtime, name, item, deadline) for item in x]))
+        meta = {"model_name": name, "model_version": m.version, **({"id": request_id} if request_id is not None else {})}
+        tensor = {"name": output_name, "datatype": "FP32", "shape": list(out.shape)}
+        if not as_binary:
+            payload = await pipeline.to_json(out_values, {**meta, "outputs": [{**tensor, "data": out}]})
+            return Response(payload, media_type="application/json")
+        raw = out.astype("<f4", copy=False).tobytes()
+        head = json.dumps({**meta, "outputs": [{**tensor, "parameters": {"binary_data_size": len(raw)}}]}).encode()
+        return Response(head + raw, media_type="application/octet-stream", headers={"Inference-Header-Content-Length": str(len(head))})

@@ -1,4 +1,5 @@
 import asyncio
+import json
 import subprocess
 import sys
 import time
@@ -60,11 +61,12 @@ def test_kserve_v2(client):
     ("/v2/models/encoder/infer", {"inputs": [{"name": "image", "shape": [1, 3, 32, 32], "datatype": "FP32", "data": [0.0] * 10}]}, 422),
     ("/v2/models/encoder/infer", {"inputs": [{"name": "image", "shape": [1, 3, 30, 32], "datatype": "FP32", "data": [0.0] * 2880}]}, 422),
     ("/v2/models/encoder/infer", {"inputs": [{"name": "image", "shape": [3, 32, 32], "datatype": "FP32", "data": [0.0] * 3072}]}, 422),
-    ("/v2/models/encoder/infer", {"inputs": []}, 422),
+    ("/v2/models/encoder/infer", {"inputs": []}, 400),
 ])
 def test_kserve_v2_errors(client, path, body, status):
     resp = client.post(path, json=body)
-    assert resp.status_code == status and resp.json()["error"]["message"]
+    # The protocol's error body: {"error": "<message>"}, a string (Triton's and KServe's clients read it).
+    assert resp.status_code == status and isinstance(resp.json()["error"], str) and resp.json()["error"]
 
 
 def test_startup_fails_loudly_on_a_tampered_model(model_dir, tmp_path):
@@ -140,3 +142,39 @@ def test_inference_past_its_timeout_is_504(model_dir):
 def test_the_service_never_imports_torch():
     code = "import sys, service.main; bad = [m for m in sys.modules if m.split('.')[0] in ('torch', 'training')]; assert not bad, bad"
     subprocess.run([sys.executable, "-c", code], check=True, env={"CAE_MODEL_DIR": "/nonexistent", "PATH": ""})
+
+
+def test_v2_json_forms_and_binary_tensors_by_hand(client):
+    x = np.random.default_rng(2).random((1, 3, 8, 8), dtype=np.float32)
+    flat = {"inputs": [{"name": "image", "shape": [1, 3, 8, 8], "datatype": "FP32", "data": x.ravel().tolist()}]}
+    nested = {"inputs": [{"name": "image", "shape": [1, 3, 8, 8], "datatype": "FP32", "data": x.tolist()}]}
+    # No Content-Type at all (what tritonclient sends), flat and nested data: the same answer.
+    a = client.post("/v2/models/encoder/infer", content=json.dumps(flat).encode(), headers={"content-type": ""})
+    b = client.post("/v2/models/encoder/infer", json=nested)
+    assert a.status_code == b.status_code == 200 and a.json()["outputs"] == b.json()["outputs"]
+    # Binary in and out: the JSON header, then the raw little-endian tensor.
+    head = json.dumps({"inputs": [{"name": "image", "shape": [1, 3, 8, 8], "datatype": "FP32",
+                                    "parameters": {"binary_data_size": x.nbytes}}],
+                        "outputs": [{"name": "latent", "parameters": {"binary_data": True}}]}).encode()
+    c = client.post("/v2/models/encoder/infer", content=head + x.astype("<f4").tobytes(),
+                    headers={"Inference-Header-Content-Length": str(len(head)), "content-type": "application/octet-stream"})
+    assert c.status_code == 200
+    n = int(c.headers["inference-header-content-length"])
+    meta = json.loads(c.content[:n])
+    out = np.frombuffer(c.content[n:], dtype="<f4").reshape(meta["outputs"][0]["shape"])
+    assert meta["outputs"][0]["parameters"]["binary_data_size"] == out.nbytes
+    np.testing.assert_array_equal(out.ravel(), np.array(a.json()["outputs"][0]["data"], dtype=np.float32))
+    # Malformed framing and mismatches: clear errors in the protocol's form.
+    for headers, body, status, words in [
+        ({"Inference-Header-Content-Length": "999999"}, head, 400, "outside the body"),
+        ({"Inference-Header-Content-Length": "x"}, head, 400, "must be an integer"),
+        ({"Inference-Header-Content-Length": str(len(head))}, head + b"\0" * 8, 422, "binary_data_size"),
+        ({}, b"{not json", 400, "not valid JSON"),
+    ]:
+        r = client.post("/v2/models/encoder/infer", content=body, headers=headers)
+        assert r.status_code == status and words in r.json()["error"], (headers, r.text)
+    wrong_output = {**flat, "outputs": [{"name": "image"}]}
+    r = client.post("/v2/models/encoder/infer", json=wrong_output)
+    assert r.status_code == 400 and "one output, 'latent'" in r.json()["error"]
+    ragged = {"inputs": [{"name": "image", "shape": [1, 3, 8, 8], "datatype": "FP32", "data": [[0.0], [0.0, 1.0]]}]}
+    assert client.post("/v2/models/encoder/infer", json=ragged).status_code == 422

@@ -1,0 +1,75 @@
+"""NVIDIA's own V2 client, unchanged, against the real service: health, metadata, and inference with JSON
+and with binary tensors for every model, and errors as the protocol writes them."""
+
+import numpy as np
+import onnxruntime as ort
+import pytest
+
+httpclient = pytest.importorskip("tritonclient.http")
+from tritonclient.utils import InferenceServerException  # noqa: E402
+
+from tests.service.test_server import start  # noqa: E402
+
+pytestmark = pytest.mark.slow
+KEY = "triton-test-key"
+HEADERS = {"Authorization": f"Bearer {KEY}"}
+INPUTS = {"encoder": ("image", (2, 3, 8, 12)), "decoder": ("latent", (2, 8, 2, 3)), "colorizer": ("gray", (1, 1, 8, 8))}
+
+
+@pytest.fixture(scope="module")
+def triton(model_dir):
+    proc, port = start(model_dir, CAE_API_KEY=KEY)
+    client = httpclient.InferenceServerClient(f"127.0.0.1:{port}")
+    yield client
+    client.close()
+    proc.terminate()
+    proc.wait(30)
+
+
+def test_health_and_metadata(triton):
+    assert triton.is_server_live() and triton.is_server_ready()
+    meta = triton.get_server_metadata()
+    assert meta["name"] == "cae" and "binary_tensor_data" in meta["extensions"]
+    for name, (input_name, _) in INPUTS.items():
+        assert triton.is_model_ready(name)
+        model = triton.get_model_metadata(name, headers=HEADERS)
+        assert model["name"] == name and model["inputs"][0]["name"] == input_name and model["inputs"][0]["datatype"] == "FP32"
+    assert not triton.is_model_ready("upscaler")
+
+
+@pytest.mark.parametrize("name", sorted(INPUTS))
+@pytest.mark.parametrize("binary", [False, True], ids=["json", "binary"])
+def test_infer_every_model_with_json_and_binary_tensors(triton, model_dir, name, binary):
+    input_name, shape = INPUTS[name]
+    x = np.random.default_rng(0).random(shape, dtype=np.float32)
+    tensor = httpclient.InferInput(input_name, list(shape), "FP32")
+    tensor.set_data_from_numpy(x, binary_data=binary)
+    output_name = "latent" if name == "encoder" else "image"
+    result = triton.infer(name, [tensor], outputs=[httpclient.InferRequestedOutput(output_name, binary_data=binary)],
+                          request_id="r-1", headers=HEADERS)
+    got = result.as_numpy(output_name)
+    expected = ort.InferenceSession(str(model_dir / f"{name}.onnx"), providers=["CPUExecutionProvider"]).run(None, {input_name: x})[0]
+    assert got.dtype == np.float32 and got.shape == expected.shape
+    np.testing.assert_allclose(got, expected, atol=1e-5)
+    assert result.get_response()["id"] == "r-1" and result.get_response()["model_name"] == name
+
+
+def test_binary_output_is_the_default_without_requested_outputs(triton):
+    tensor = httpclient.InferInput("image", [1, 3, 4, 4], "FP32")
+    tensor.set_data_from_numpy(np.full((1, 3, 4, 4), 0.5, dtype=np.float32))
+    result = triton.infer("encoder", [tensor], headers=HEADERS)  # tritonclient asks for binary_data_output
+    assert result.as_numpy("latent").shape == (1, 8, 1, 1)
+    assert "data" not in result.get_response()["outputs"][0]
+
+
+def test_errors_reach_the_client_as_messages(triton):
+    tensor = httpclient.InferInput("image", [1, 3, 6, 8], "FP32")
+    tensor.set_data_from_numpy(np.zeros((1, 3, 6, 8), dtype=np.float32))
+    with pytest.raises(InferenceServerException, match="H and W must be multiples of 4") as caught:
+        triton.infer("encoder", [tensor], headers=HEADERS)
+    assert caught.value.status() == "422"
+    with pytest.raises(InferenceServerException, match="has no upscaler model"):
+        triton.infer("upscaler", [tensor], headers=HEADERS)
+    with pytest.raises(InferenceServerException, match="API key") as caught:
+        triton.infer("encoder", [tensor])
+    assert caught.value.status() == "401"
