@@ -39,9 +39,10 @@ USER 10001
 ENV CAE_MODEL_DIR=/app/models \
     CAE_HOST=0.0.0.0 \
     CAE_PORT=8000 \
+    CAE_GRPC_PORT=8001 \
     CAE_PROVIDERS=auto
 # (In the GPU image, -e CAE_PROVIDERS=cuda makes startup fail rather than fall back to the CPU.)
-EXPOSE 8000
+EXPOSE 8000 8001
 HEALTHCHECK --interval=10s --timeout=3s --start-period=20s --retries=3 \
     CMD ["python", "-c", "import os, urllib.request; urllib.request.urlopen('http://127.0.0.1:%s/healthz' % os.environ.get('CAE_PORT', '8000'), timeout=2)"]
 CMD ["python", "-m", "service"]

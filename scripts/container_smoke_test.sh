@@ -30,13 +30,26 @@ fi
 echo "[smoke] building $IMAGE on $BASE_IMAGE"
 docker build --network host --build-arg BASE_IMAGE="$BASE_IMAGE" -t "$IMAGE" . >/tmp/cae-smoke-build.log 2>&1 \
   || { tail -40 /tmp/cae-smoke-build.log; exit 1; }
-cid=$(docker run -d --network host -e CAE_PORT="$PORT" -e CAE_API_KEY="$KEY" "$IMAGE")
+GRPC_PORT=$((PORT + 1))
+cid=$(docker run -d --network host -e CAE_PORT="$PORT" -e CAE_GRPC_PORT="$GRPC_PORT" -e CAE_API_KEY="$KEY" "$IMAGE")
 trap 'docker rm -f "$cid" >/dev/null 2>&1 || true' EXIT
 echo "[smoke] container ${cid:0:12} on port $PORT"
 
 if ! python scripts/smoke_client.py --url "http://127.0.0.1:$PORT" --api-key "$KEY"; then
   docker logs "$cid" | tail -40
   exit 1
+fi
+# V2 over gRPC beside HTTP (tritonclient[grpc] is in the test extra; the check skips without it).
+if python -c "import tritonclient.grpc" 2>/dev/null; then
+  python - "$GRPC_PORT" "$KEY" <<'PY' || { docker logs "$cid" | tail -20; exit 1; }
+import sys, numpy as np, tritonclient.grpc as g
+client = g.InferenceServerClient(f"127.0.0.1:{sys.argv[1]}")
+x = g.InferInput("image", [1, 3, 32, 32], "FP32")
+x.set_data_from_numpy(np.random.rand(1, 3, 32, 32).astype(np.float32))
+z = client.infer("encoder", [x], headers={"authorization": f"Bearer {sys.argv[2]}"}).as_numpy("latent")
+assert client.is_server_ready() and z.shape[0] == 1, z.shape
+print(f"[smoke] gRPC: ready, encoder latent {z.shape}")
+PY
 fi
 [[ "$(docker exec "$cid" id -u)" == 10001 ]] || { echo "[smoke] the service runs as root"; exit 1; }
 

@@ -23,7 +23,7 @@ from service.middleware import ServiceMiddleware
 from service.models import Model, load_models, warm_up
 from service.routers import health, inference, v2
 from service.routing import Access, declare
-from service.settings import Settings
+from service.settings import Settings, is_loopback
 
 log = logging.getLogger("cae.service")
 
@@ -47,6 +47,14 @@ def create_app(settings: Settings | None = None, models: dict[str, Model] | None
                             for role, m in runtime.models.items()}
         for batcher in runtime.batchers.values():
             batcher.start()
+        grpc_server = None
+        if settings.grpc_port:
+            from service import grpc_server as grpc_service  # grpcio only when gRPC is on
+
+            host = settings.grpc_host or "127.0.0.1"
+            if not is_loopback(host) and settings.api_key is None and not settings.insecure:
+                raise RuntimeError(f"refusing to serve gRPC on {host} without an API key (CAE_API_KEY or CAE_INSECURE)")
+            grpc_server = await grpc_service.start(runtime, host, settings.grpc_port)
         runtime.ready = True
         log.info("ready: %s", ", ".join(f"{r} ({m.name} v{m.version}, {m.providers[0]})" for r, m in runtime.models.items()))
         try:
@@ -54,6 +62,8 @@ def create_app(settings: Settings | None = None, models: dict[str, Model] | None
         finally:
             # uvicorn has stopped accepting and finished in-flight requests by now (graceful shutdown).
             runtime.draining = True
+            if grpc_server is not None:
+                await grpc_server.stop(grace=5)
             for batcher in runtime.batchers.values():
                 await batcher.stop()
 

@@ -9,7 +9,6 @@
 
 from __future__ import annotations
 
-import ipaddress
 import json
 import logging
 
@@ -20,7 +19,7 @@ from uvicorn.protocols.http.h11_impl import H11Protocol
 from service.errors import error_body
 from service.main import create_app
 from service.models import ModelLoadError, load_models
-from service.settings import Settings
+from service.settings import Settings, is_loopback
 
 
 class StartupError(ValueError):
@@ -41,15 +40,6 @@ def load_settings(**overrides) -> Settings:
     except ValidationError as e:
         problems = "; ".join(f"CAE_{'_'.join(str(p) for p in err['loc']).upper()}: {err['msg']}" for err in e.errors())
         raise SettingsError(problems) from None
-
-
-def is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 class HeaderTimeoutProtocol(H11Protocol):
@@ -113,9 +103,12 @@ def serve(host: str = "127.0.0.1", port: int = 8000, insecure: bool = False, wor
     settings = settings or load_settings()
     if insecure and not settings.insecure:
         settings = settings.model_copy(update={"insecure": True})
-    if not is_loopback(host) and settings.api_key is None and not settings.insecure:
-        raise InsecureBindError(f"refusing to bind {host} without an API key: set CAE_API_KEY, or pass --insecure "
-                                "to serve without one (e.g. behind an authenticating proxy)")
+    if settings.grpc_port and settings.grpc_host is None:
+        settings = settings.model_copy(update={"grpc_host": host})  # gRPC beside HTTP, on the same address
+    for address in {host, settings.grpc_host or host} if settings.grpc_port else {host}:
+        if not is_loopback(address) and settings.api_key is None and not settings.insecure:
+            raise InsecureBindError(f"refusing to bind {address} without an API key: set CAE_API_KEY, or pass --insecure "
+                                    "to serve without one (e.g. behind an authenticating proxy)")
     logging.basicConfig(level=workers_log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
         # Loaded before uvicorn starts (it would run the lifespan before binding anyway), so a folder that

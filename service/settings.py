@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 from pathlib import Path
 from typing import Literal
 
@@ -57,6 +58,10 @@ class Settings(BaseSettings):
     insecure: bool = Field(False, description="serve requests arriving on a non-loopback address without an API key "
                            "(e.g. behind an authenticating proxy); otherwise they are refused with 403")
     warmup: bool = Field(True, description="run each model once before reporting ready")
+    grpc_port: int = Field(0, ge=0, le=65535, description="serve the Open Inference Protocol over gRPC on this port "
+                           "too (inference.GRPCInferenceService; the container uses 8001); 0: off")
+    grpc_host: str | None = Field(None, description="address gRPC binds; default: the HTTP address under `cae serve`, "
+                                  "loopback otherwise")
 
     @field_validator("api_key")
     @classmethod
@@ -65,3 +70,12 @@ class Settings(BaseSettings):
         if key is not None and not key.get_secret_value().strip():
             raise ValueError("CAE_API_KEY is set but empty: set a key, or unset the variable to serve without one")
         return key
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False

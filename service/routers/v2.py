@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import json
 import math
+from contextlib import asynccontextmanager
 
 import numpy as np
 from fastapi import APIRouter, Depends, Request
@@ -59,7 +60,16 @@ def _tensor_meta(io: dict) -> dict:
 @router.get("", summary="Server metadata")
 @access(Access.PUBLIC)
 async def server_metadata():
+    return server_metadata_dict()
+
+
+def server_metadata_dict() -> dict:
     return {"name": "cae", "version": "1", "extensions": EXTENSIONS}
+
+
+def model_metadata_dict(name: str, m) -> dict:
+    return {"name": name, "versions": [m.version], "platform": "onnxruntime_onnx",
+            "inputs": [_tensor_meta(i) for i in m.facts["inputs"]], "outputs": [_tensor_meta(o) for o in m.facts["outputs"]]}
 
 
 @router.get("/health/live", summary="Server live")
@@ -77,9 +87,7 @@ async def ready(runtime: Runtime = Depends(get_runtime)):
 
 @router.get("/models/{name}", summary="Model metadata")
 async def model_metadata(name: str, runtime: Runtime = Depends(get_runtime)):
-    m = runtime.model(name)
-    return {"name": name, "versions": [m.version], "platform": "onnxruntime_onnx",
-            "inputs": [_tensor_meta(i) for i in m.facts["inputs"]], "outputs": [_tensor_meta(o) for o in m.facts["outputs"]]}
+    return model_metadata_dict(name, runtime.model(name))
 
 
 @router.get("/models/{name}/ready", summary="Model ready")
@@ -130,8 +138,8 @@ def _read_request(header: bytes) -> dict:
     return request
 
 
-def _input_array(tensor: dict, binary: memoryview, m, limits) -> np.ndarray:
-    name, shape, datatype = tensor.get("name"), tensor.get("shape"), tensor.get("datatype")
+def check_tensor(m, limits, name, shape, datatype) -> None:
+    """The one input tensor a model takes, checked before any value is read (HTTP and gRPC alike)."""
     expected = m.facts["inputs"][0]["name"]
     if name != expected:
         raise _bad(f"model {m.role} takes input {expected!r}, got {name!r}", 422)
@@ -145,6 +153,11 @@ def _input_array(tensor: dict, binary: memoryview, m, limits) -> np.ndarray:
         raise _bad(f"H and W must be multiples of {m.geometry.align}, got {h}x{w}", 422)
     if n > limits.max_images_per_request or m.image_pixels(h, w) > limits.max_pixels:
         raise ServiceError(413, "tensor_too_large", f"shape {shape} is over the service's limits")
+
+
+def _input_array(tensor: dict, binary: memoryview, m, limits) -> np.ndarray:
+    shape = tensor.get("shape")
+    check_tensor(m, limits, tensor.get("name"), shape, tensor.get("datatype"))
     count = math.prod(shape)
     size = (tensor.get("parameters") or {}).get("binary_data_size")
     if size is not None:
@@ -180,6 +193,23 @@ def _binary_output(request: dict, output_name: str) -> bool:
     return bool((request.get("parameters") or {}).get("binary_data_output", False))
 
 
+def output_values(m, shape) -> int:
+    n, _, h, w = shape
+    return n * m.output_channels * m.geometry.out(h) * m.geometry.out(w)
+
+
+@asynccontextmanager
+async def admitted_run(runtime: Runtime, name: str, x: np.ndarray, response_bytes_per_value: int):
+    """Run model `name` on the batch x once admitted (memory and time, as every request); the output array
+    is yielded while the admission still holds, so the response is built inside it."""
+    m = runtime.model(name)
+    n, _, h, w = x.shape
+    plan = pipeline.plan_run(runtime, m, h, w)
+    need_bytes = x.nbytes + response_bytes_per_value * output_values(m, x.shape) + plan.peak_bytes
+    async with runtime.admit(need_bytes, plan.seconds * n, (name,)) as deadline:
+        yield np.stack(await asyncio.gather(*[pipeline.run_model(runtime, name, item, deadline) for item in x]))
+
+
 @router.post("/models/{name}/infer", summary="Inference (JSON, or JSON plus binary tensors)", openapi_extra=INFER_BODY)
 async def infer(name: str, request: Request, runtime: Runtime = Depends(get_runtime)):
     m = runtime.model(name)
@@ -190,17 +220,13 @@ async def infer(name: str, request: Request, runtime: Runtime = Depends(get_runt
     x = _input_array(body["inputs"][0], binary, m, runtime.settings)
     request_id = body.get("id")
     del body, header, binary
-    n, _, h, w = x.shape
-    out_values = n * m.output_channels * m.geometry.out(h) * m.geometry.out(w)
+    out_values = output_values(m, x.shape)
     if not as_binary and out_values > runtime.settings.max_json_values:
         raise ServiceError(413, "response_too_large", f"the output tensor would hold {out_values:,} numbers as JSON, more "
                            f"than the limit of {runtime.settings.max_json_values:,} (CAE_MAX_JSON_VALUES); send fewer or smaller "
                            "inputs, or ask for binary output")
-    plan = pipeline.plan_run(runtime, m, h, w)
-    # Input and output arrays, and the response: ~20 bytes a number as JSON text, 4 as binary.
-    need_bytes = x.nbytes + (8 if as_binary else 40) * out_values + plan.peak_bytes
-    async with runtime.admit(need_bytes, plan.seconds * n, (name,)) as deadline:
-        out = np.stack(await asyncio.gather(*[pipeline.run_model(runtime, name, item, deadline) for item in x]))
+    # The response: ~20 bytes a number as JSON text (and the array), 4 as binary (and the array).
+    async with admitted_run(runtime, name, x, 8 if as_binary else 40) as out:
         meta = {"model_name": name, "model_version": m.version, **({"id": request_id} if request_id is not None else {})}
         tensor = {"name": output_name, "datatype": "FP32", "shape": list(out.shape)}
         if not as_binary:

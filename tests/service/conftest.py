@@ -38,3 +38,16 @@ def make_client(model_dir):
 @pytest.fixture
 def client(make_client):
     return make_client()
+
+
+# One input per V2 model of the test fixture (tests/fixtures/tiny_models): name and a shape it takes.
+V2_INPUTS = {"encoder": ("image", (2, 3, 8, 12)), "decoder": ("latent", (2, 8, 2, 3)), "colorizer": ("gray", (1, 1, 8, 8))}
+V2_OUTPUTS = {"encoder": "latent", "decoder": "image", "colorizer": "image"}
+
+
+def onnxruntime_reference(model_dir, name: str, x):
+    """What the model file itself computes, for comparing the service's answers."""
+    import onnxruntime as ort
+
+    input_name = V2_INPUTS[name][0]
+    return ort.InferenceSession(str(model_dir / f"{name}.onnx"), providers=["CPUExecutionProvider"]).run(None, {input_name: x})[0]

@@ -2,18 +2,17 @@
 and with binary tensors for every model, and errors as the protocol writes them."""
 
 import numpy as np
-import onnxruntime as ort
 import pytest
 
 httpclient = pytest.importorskip("tritonclient.http")
 from tritonclient.utils import InferenceServerException  # noqa: E402
 
+from tests.service.conftest import V2_INPUTS as INPUTS, V2_OUTPUTS, onnxruntime_reference  # noqa: E402
 from tests.service.test_server import start  # noqa: E402
 
 pytestmark = pytest.mark.slow
 KEY = "triton-test-key"
 HEADERS = {"Authorization": f"Bearer {KEY}"}
-INPUTS = {"encoder": ("image", (2, 3, 8, 12)), "decoder": ("latent", (2, 8, 2, 3)), "colorizer": ("gray", (1, 1, 8, 8))}
 
 
 @pytest.fixture(scope="module")
@@ -44,11 +43,11 @@ def test_infer_every_model_with_json_and_binary_tensors(triton, model_dir, name,
     x = np.random.default_rng(0).random(shape, dtype=np.float32)
     tensor = httpclient.InferInput(input_name, list(shape), "FP32")
     tensor.set_data_from_numpy(x, binary_data=binary)
-    output_name = "latent" if name == "encoder" else "image"
+    output_name = V2_OUTPUTS[name]
     result = triton.infer(name, [tensor], outputs=[httpclient.InferRequestedOutput(output_name, binary_data=binary)],
                           request_id="r-1", headers=HEADERS)
     got = result.as_numpy(output_name)
-    expected = ort.InferenceSession(str(model_dir / f"{name}.onnx"), providers=["CPUExecutionProvider"]).run(None, {input_name: x})[0]
+    expected = onnxruntime_reference(model_dir, name, x)
     assert got.dtype == np.float32 and got.shape == expected.shape
     np.testing.assert_allclose(got, expected, atol=1e-5)
     assert result.get_response()["id"] == "r-1" and result.get_response()["model_name"] == name

@@ -1,0 +1,88 @@
+"""V2 over gRPC with NVIDIA's tritonclient[grpc], unchanged, against the real service (CAE_GRPC_PORT): the
+same sessions, admission, API key and tensor checks as HTTP."""
+
+import numpy as np
+import pytest
+
+grpcclient = pytest.importorskip("tritonclient.grpc")
+from tritonclient.utils import InferenceServerException  # noqa: E402
+
+from tests.service.conftest import V2_INPUTS as INPUTS, V2_OUTPUTS, onnxruntime_reference  # noqa: E402
+from tests.service.test_server import free_port, start  # noqa: E402
+
+pytestmark = pytest.mark.slow
+KEY = "grpc-test-key"
+HEADERS = {"authorization": f"Bearer {KEY}"}
+
+
+@pytest.fixture(scope="module")
+def triton(model_dir):
+    port = free_port()
+    proc, http_port = start(model_dir, CAE_API_KEY=KEY, CAE_GRPC_PORT=str(port))
+    client = grpcclient.InferenceServerClient(f"127.0.0.1:{port}")
+    yield client, http_port
+    client.close()
+    proc.terminate()
+    proc.wait(30)
+
+
+def test_health_and_metadata(triton):
+    client, _ = triton
+    assert client.is_server_live() and client.is_server_ready()
+    meta = client.get_server_metadata(as_json=True)
+    assert meta["name"] == "cae" and "binary_tensor_data" in meta["extensions"]
+    for name, (input_name, shape) in INPUTS.items():
+        assert client.is_model_ready(name)
+        model = client.get_model_metadata(name, headers=HEADERS, as_json=True)
+        assert model["inputs"][0]["name"] == input_name and model["inputs"][0]["datatype"] == "FP32"
+        assert model["inputs"][0]["shape"] == ["-1", str(shape[1]), "-1", "-1"]  # int64 as JSON strings
+    assert not client.is_model_ready("upscaler")
+
+
+@pytest.mark.parametrize("name", sorted(INPUTS))
+def test_infer_every_model(triton, model_dir, name):
+    client, _ = triton
+    input_name, shape = INPUTS[name]
+    x = np.random.default_rng(1).random(shape, dtype=np.float32)
+    tensor = grpcclient.InferInput(input_name, list(shape), "FP32")
+    tensor.set_data_from_numpy(x)  # raw_input_contents
+    output_name = V2_OUTPUTS[name]
+    result = client.infer(name, [tensor], outputs=[grpcclient.InferRequestedOutput(output_name)], request_id="g-1", headers=HEADERS)
+    expected = onnxruntime_reference(model_dir, name, x)
+    np.testing.assert_allclose(result.as_numpy(output_name), expected, atol=1e-5)
+    assert result.get_response().id == "g-1" and result.get_response().model_name == name
+
+
+def test_errors_and_the_api_key(triton):
+    client, http_port = triton
+    tensor = grpcclient.InferInput("image", [1, 3, 6, 8], "FP32")
+    tensor.set_data_from_numpy(np.zeros((1, 3, 6, 8), dtype=np.float32))
+    with pytest.raises(InferenceServerException, match="H and W must be multiples of 4") as caught:
+        client.infer("encoder", [tensor], headers=HEADERS)
+    assert caught.value.status() == "StatusCode.INVALID_ARGUMENT"
+    with pytest.raises(InferenceServerException, match="has no upscaler model") as caught:
+        client.infer("upscaler", [tensor], headers=HEADERS)
+    assert caught.value.status() == "StatusCode.NOT_FOUND"
+    with pytest.raises(InferenceServerException, match="API key") as caught:
+        client.infer("encoder", [tensor])
+    assert caught.value.status() == "StatusCode.UNAUTHENTICATED"
+    with pytest.raises(InferenceServerException) as caught:
+        client.get_model_repository_index()  # one of Triton's RPCs this service does not have
+    assert caught.value.status() == "StatusCode.UNIMPLEMENTED"
+    # Counted with the HTTP requests, labelled by RPC.
+    import urllib.request
+
+    metrics = urllib.request.urlopen(f"http://127.0.0.1:{http_port}/metrics", timeout=5).read().decode()
+    assert 'route="grpc inference.GRPCInferenceService/ModelInfer",status="200"' in metrics
+    assert 'route="grpc inference.GRPCInferenceService/ModelInfer",status="401"' in metrics
+
+
+def test_no_open_grpc_port_without_an_api_key(model_dir):
+    import os
+    import subprocess
+    import sys
+
+    proc = subprocess.run([sys.executable, "-m", "service", "--port", str(free_port())], capture_output=True, text=True, timeout=60,
+                          env={**os.environ, "CAE_MODEL_DIR": str(model_dir), "CAE_GRPC_PORT": str(free_port()),
+                               "CAE_GRPC_HOST": "0.0.0.0"})
+    assert proc.returncode == 2 and "refusing to bind 0.0.0.0 without an API key" in proc.stderr
