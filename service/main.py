@@ -23,7 +23,7 @@ from service.middleware import ServiceMiddleware
 from service.models import Model, load_models, warm_up
 from service.routers import health, inference, v2
 from service.routing import Access, declare
-from service.settings import Settings, is_loopback
+from service.settings import Settings, batching_for, is_loopback
 
 log = logging.getLogger("cae.service")
 
@@ -42,8 +42,9 @@ def create_app(settings: Settings | None = None, models: dict[str, Model] | None
         runtime.models = models or load_models(settings.model_dir, settings.providers, settings.intra_op_threads)
         if settings.warmup:
             warm_up(runtime.models)
-        runtime.batchers = {role: Batcher(m, metrics, settings.max_batch_size, settings.max_batch_wait_ms / 1000, settings.batching,
-                                         settings.inline_ms / 1000, settings.batch_min_run_ms / 1000, settings.inference_timeout_s)
+        runtime.settings = tuned = batching_for(settings, next(iter(runtime.models.values())).providers)
+        runtime.batchers = {role: Batcher(m, metrics, tuned.max_batch_size, tuned.max_batch_wait_ms / 1000, tuned.batching,
+                                         tuned.inline_ms / 1000, tuned.batch_min_run_ms / 1000, tuned.inference_timeout_s)
                             for role, m in runtime.models.items()}
         for batcher in runtime.batchers.values():
             batcher.start()

@@ -178,3 +178,22 @@ def test_v2_json_forms_and_binary_tensors_by_hand(client):
     assert r.status_code == 400 and "one output, 'latent'" in r.json()["error"]
     ragged = {"inputs": [{"name": "image", "shape": [1, 3, 8, 8], "datatype": "FP32", "data": [[0.0], [0.0, 1.0]]}]}
     assert client.post("/v2/models/encoder/infer", json=ragged).status_code == 422
+
+
+def test_gpu_batching_defaults_where_cuda_runs_the_models(make_client, monkeypatch):
+    from service.settings import GPU_BATCHING, batching_for
+
+    cpu, cuda = ["CPUExecutionProvider"], ["CUDAExecutionProvider", "CPUExecutionProvider"]
+    assert batching_for(Settings(), cpu) == Settings()
+    tuned = batching_for(Settings(), cuda)
+    assert {k: getattr(tuned, k) for k in GPU_BATCHING} == GPU_BATCHING
+    assert batching_for(Settings(max_batch_size=64), cuda).max_batch_size == 64  # set explicitly: kept
+    # The app passes the providers its sessions report (here made to look like CUDA's).
+    import service.main
+
+    seen = []
+    monkeypatch.setattr(service.main, "batching_for", lambda settings, providers: seen.append(providers) or batching_for(settings, cuda))
+    batching = make_client().get("/v1/models").json()["batching"]
+    assert batching["max_batch_size"] == 256 and batching["max_batch_wait_ms"] == 2.0
+    assert make_client(max_batch_size=8).get("/v1/models").json()["batching"]["max_batch_size"] == 8
+    assert seen[0] == cpu
