@@ -31,6 +31,7 @@ import numpy as np
 from PIL import Image
 
 ROOT = Path(__file__).resolve().parent.parent
+WRK = os.environ.get("WRK", "wrk")  # a wrk binary elsewhere (the GPU machine has none of its own)
 BENTOML_MULTIPART = {1: 480, 16: 476, 64: 380}  # requests/s seen here for BentoML 1.4 (the issue's figures)
 
 RAW_LUA = """
@@ -106,7 +107,7 @@ def _ms(text: str) -> float:
 
 
 def wrk(url: str, script: Path, connections: int, duration: float) -> dict:
-    out = subprocess.run(["wrk", "-t1", f"-c{connections}", f"-d{duration:g}s", "--latency", "-s", str(script), url],
+    out = subprocess.run([WRK, "-t1", f"-c{connections}", f"-d{duration:g}s", "--latency", "-s", str(script), url],
                          capture_output=True, text=True, check=True).stdout
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
     p50 = _ms(re.search(r"\s50%\s+(\S+)", out).group(1))
@@ -151,7 +152,7 @@ def main(argv=None) -> int:
     parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 16, 64])
     parser.add_argument("--out", default=None, help="write the figures as JSON here")
     args = parser.parse_args(argv)
-    if shutil.which("wrk") is None:
+    if shutil.which(WRK) is None:
         print("wrk not found: apt-get install wrk", file=sys.stderr)
         return 2
     models = Path(args.models).resolve()
