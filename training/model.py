@@ -169,6 +169,10 @@ def _resample(factor: int, down: bool) -> nn.Module:
 
 
 class ConvAutoencoder(nn.Module):
+    # Upsampling + convolution as one sub-pixel convolution (faster on the CPU); training.step turns it off
+    # on CUDA, where the plain layers are fewer launches. The same function either way.
+    subpixel_decoder = True
+
     def __init__(self, config: AutoencoderConfig = FIRST_MODEL):
         super().__init__()
         self.config = config
@@ -205,7 +209,8 @@ class ConvAutoencoder(nn.Module):
             factor = 1
             while i < len(layers) and isinstance(layers[i], nn.Upsample):
                 factor, i = factor * int(layers[i].scale_factor), i + 1
-            if factor > 1 and i < len(layers) and isinstance(layers[i], nn.Conv2d) and layers[i].stride == (1, 1):
+            if (factor > 1 and self.subpixel_decoder and i < len(layers) and isinstance(layers[i], nn.Conv2d)
+                    and layers[i].stride == (1, 1)):
                 z, i = upsample_conv(z, layers[i], factor), i + 1
             elif factor > 1:
                 z = nn.functional.interpolate(z, scale_factor=factor, mode="nearest")
@@ -329,6 +334,7 @@ class ResidualAutoencoder(nn.Module):
 
     encode = ConvAutoencoder.encode
     decode_logits = ConvAutoencoder.decode_logits
+    subpixel_decoder = True
     decode = ConvAutoencoder.decode
     forward = ConvAutoencoder.forward
     num_parameters = ConvAutoencoder.num_parameters
