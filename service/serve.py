@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import logging
+import socket
 
 import uvicorn
 from pydantic import ValidationError
@@ -40,6 +41,16 @@ def load_settings(**overrides) -> Settings:
     except ValidationError as e:
         problems = "; ".join(f"CAE_{'_'.join(str(p) for p in err['loc']).upper()}: {err['msg']}" for err in e.errors())
         raise SettingsError(problems) from None
+
+
+def check_port_free(host: str, port: int, setting: str) -> None:
+    """A port another process holds is one line before anything starts (the lifespan would print a traceback)."""
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((host, port))
+        except OSError as e:
+            raise StartupError(f"cannot bind {host}:{port} ({setting}): {e.strerror}") from None
 
 
 class HeaderTimeoutProtocol(H11Protocol):
@@ -109,6 +120,8 @@ def serve(host: str = "127.0.0.1", port: int = 8000, insecure: bool = False, wor
         if not is_loopback(address) and settings.api_key is None and not settings.insecure:
             raise InsecureBindError(f"refusing to bind {address} without an API key: set CAE_API_KEY, or pass --insecure "
                                     "to serve without one (e.g. behind an authenticating proxy)")
+    if settings.grpc_port:
+        check_port_free(settings.grpc_host or host, settings.grpc_port, "CAE_GRPC_PORT")
     logging.basicConfig(level=workers_log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
         # Loaded before uvicorn starts (it would run the lifespan before binding anyway), so a folder that

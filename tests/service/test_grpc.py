@@ -1,6 +1,12 @@
 """V2 over gRPC with NVIDIA's tritonclient[grpc], unchanged, against the real service (CAE_GRPC_PORT): the
 same sessions, admission, API key and tensor checks as HTTP."""
 
+import os
+import socket
+import subprocess
+import sys
+import urllib.request
+
 import numpy as np
 import pytest
 
@@ -70,19 +76,23 @@ def test_errors_and_the_api_key(triton):
         client.get_model_repository_index()  # one of Triton's RPCs this service does not have
     assert caught.value.status() == "StatusCode.UNIMPLEMENTED"
     # Counted with the HTTP requests, labelled by RPC.
-    import urllib.request
-
     metrics = urllib.request.urlopen(f"http://127.0.0.1:{http_port}/metrics", timeout=5).read().decode()
     assert 'route="grpc inference.GRPCInferenceService/ModelInfer",status="200"' in metrics
     assert 'route="grpc inference.GRPCInferenceService/ModelInfer",status="401"' in metrics
 
 
 def test_no_open_grpc_port_without_an_api_key(model_dir):
-    import os
-    import subprocess
-    import sys
-
     proc = subprocess.run([sys.executable, "-m", "service", "--port", str(free_port())], capture_output=True, text=True, timeout=60,
                           env={**os.environ, "CAE_MODEL_DIR": str(model_dir), "CAE_GRPC_PORT": str(free_port()),
                                "CAE_GRPC_HOST": "0.0.0.0"})
     assert proc.returncode == 2 and "refusing to bind 0.0.0.0 without an API key" in proc.stderr
+
+
+def test_a_grpc_port_in_use_is_one_line(model_dir):
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        proc = subprocess.run([sys.executable, "-m", "service", "--port", str(free_port())], capture_output=True, text=True,
+                              timeout=60, env={**os.environ, "CAE_MODEL_DIR": str(model_dir), "CAE_GRPC_PORT": str(port)})
+    assert proc.returncode == 2 and f"cannot bind 127.0.0.1:{port} (CAE_GRPC_PORT)" in proc.stderr and "Traceback" not in proc.stderr
