@@ -255,10 +255,10 @@ def train(
     """
     out = Path(out)
     config = config or default_train_config(task_kind(model_config))
-    out.mkdir(parents=True, exist_ok=True)
     device = resolve_device(config.device)
     dtype = resolve_precision(config.precision, device)
     data = data if data is not None else load_images(config.data)
+    out.mkdir(parents=True, exist_ok=True)  # after the data loaded: a bad --data leaves no empty run folder
     task = make_task(model_config, config)
     split = task.select(data.images, split_indices(len(data), seed=config.split_seed, fraction=config.fraction))
     # A fixed sample of training images, as many as the validation split, for the train-side metrics.

@@ -1,5 +1,7 @@
+import os
 import subprocess
 import sys
+from pathlib import Path
 
 from PIL import Image
 
@@ -47,8 +49,10 @@ def test_bad_input_is_one_clear_line(tmp_path, capsys):
 
 def test_console_script_reports_errors_without_traceback(tmp_path):
     missing = tmp_path / "missing"
-    proc = subprocess.run([sys.executable, "-m", "cae", "train", "--data", str(missing)], capture_output=True, text=True)
+    proc = subprocess.run([sys.executable, "-m", "cae", "train", "--data", str(missing)], capture_output=True, text=True,
+                          cwd=tmp_path, env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])})
     assert proc.returncode == 2
+    assert not (tmp_path / "runs").exists()  # nothing written for a run that could not start
     assert f"{missing}: no such file or folder" in proc.stderr and "Traceback" not in proc.stderr
 
 
