@@ -49,7 +49,8 @@ class InferenceServicer(service_pb2_grpc.GRPCInferenceServiceServicer):
         return service_pb2.ServerMetadataResponse(**v2.server_metadata_dict())
 
     async def ModelReady(self, request, context):
-        return service_pb2.ModelReadyResponse(ready=request.name in self.runtime.models and self._ready())
+        known = request.name in self.runtime.models and request.version in ("", self.runtime.models[request.name].version)
+        return service_pb2.ModelReadyResponse(ready=known and self._ready())
 
     async def ModelMetadata(self, request, context):
         return await self._call("ModelMetadata", context, self._model_metadata, request)
@@ -80,7 +81,7 @@ class InferenceServicer(service_pb2_grpc.GRPCInferenceServiceServicer):
             runtime.metrics.latency.labels(label).observe(time.perf_counter() - started)
 
     async def _model_metadata(self, request):
-        m = self.runtime.model(request.name)
+        m = v2.versioned_model(self.runtime, request.name, request.version)
         meta = v2.model_metadata_dict(request.name, m)
         tensors = [[service_pb2.ModelMetadataResponse.TensorMetadata(**t) for t in meta[k]] for k in ("inputs", "outputs")]
         return service_pb2.ModelMetadataResponse(name=meta["name"], versions=meta["versions"], platform=meta["platform"],
@@ -88,7 +89,7 @@ class InferenceServicer(service_pb2_grpc.GRPCInferenceServiceServicer):
 
     async def _infer(self, request):
         runtime, name = self.runtime, request.model_name
-        m = runtime.model(name)
+        m = v2.versioned_model(runtime, name, request.model_version)
         if len(request.inputs) != 1:
             raise ServiceError(400, "invalid_request", f"inputs must be a list of one tensor, got {len(request.inputs)}")
         tensor = request.inputs[0]

@@ -85,15 +85,25 @@ async def ready(runtime: Runtime = Depends(get_runtime)):
     return JSONResponse({"ready": ok}, status_code=200 if ok else 503)
 
 
+def versioned_model(runtime: Runtime, name: str, version: str | None):
+    """The model `name`, at `version` when one is named (the protocol's /versions/{version} paths)."""
+    m = runtime.model(name)
+    if version not in (None, "", m.version):
+        raise ServiceError(404, "model_not_found", f"model {name} has no version {version!r} (this service has version {m.version})")
+    return m
+
+
 @router.get("/models/{name}", summary="Model metadata")
-async def model_metadata(name: str, runtime: Runtime = Depends(get_runtime)):
-    return model_metadata_dict(name, runtime.model(name))
+@router.get("/models/{name}/versions/{version}", summary="Model metadata (one version)")
+async def model_metadata(name: str, version: str | None = None, runtime: Runtime = Depends(get_runtime)):
+    return model_metadata_dict(name, versioned_model(runtime, name, version))
 
 
 @router.get("/models/{name}/ready", summary="Model ready")
+@router.get("/models/{name}/versions/{version}/ready", summary="Model ready (one version)")
 @access(Access.PUBLIC)
-async def model_ready(name: str, runtime: Runtime = Depends(get_runtime)):
-    runtime.model(name)
+async def model_ready(name: str, version: str | None = None, runtime: Runtime = Depends(get_runtime)):
+    versioned_model(runtime, name, version)
     ok = runtime.ready and not runtime.draining  # the status code is the answer (clients read only that)
     return JSONResponse({"name": name, "ready": ok}, status_code=200 if ok else 503)
 
@@ -211,8 +221,9 @@ async def admitted_run(runtime: Runtime, name: str, x: np.ndarray, response_byte
 
 
 @router.post("/models/{name}/infer", summary="Inference (JSON, or JSON plus binary tensors)", openapi_extra=INFER_BODY)
-async def infer(name: str, request: Request, runtime: Runtime = Depends(get_runtime)):
-    m = runtime.model(name)
+@router.post("/models/{name}/versions/{version}/infer", summary="Inference (one version)", openapi_extra=INFER_BODY)
+async def infer(name: str, request: Request, version: str | None = None, runtime: Runtime = Depends(get_runtime)):
+    m = versioned_model(runtime, name, version)
     header, binary = _split_body(await request.body(), request.headers.get(HEADER_LENGTH))
     body = await asyncio.to_thread(_read_request, header) if len(header) > 256 * 1024 else _read_request(header)
     output_name = m.facts["outputs"][0]["name"]

@@ -96,3 +96,13 @@ def test_a_grpc_port_in_use_is_one_line(model_dir):
         proc = subprocess.run([sys.executable, "-m", "service", "--port", str(free_port())], capture_output=True, text=True,
                               timeout=60, env={**os.environ, "CAE_MODEL_DIR": str(model_dir), "CAE_GRPC_PORT": str(port)})
     assert proc.returncode == 2 and f"cannot bind 127.0.0.1:{port} (CAE_GRPC_PORT)" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_versions(triton):
+    client, _ = triton
+    tensor = grpcclient.InferInput("image", [1, 3, 4, 4], "FP32")
+    tensor.set_data_from_numpy(np.full((1, 3, 4, 4), 0.5, dtype=np.float32))
+    assert client.infer("encoder", [tensor], model_version="1", headers=HEADERS).as_numpy("latent").shape == (1, 8, 1, 1)
+    assert client.is_model_ready("encoder", model_version="1") and not client.is_model_ready("encoder", model_version="7")
+    with pytest.raises(InferenceServerException, match="has no version '7'"):
+        client.infer("encoder", [tensor], model_version="7", headers=HEADERS)

@@ -72,3 +72,13 @@ def test_errors_reach_the_client_as_messages(triton):
     with pytest.raises(InferenceServerException, match="API key") as caught:
         triton.infer("encoder", [tensor])
     assert caught.value.status() == "401"
+
+
+def test_versioned_paths(triton):
+    tensor = httpclient.InferInput("image", [1, 3, 4, 4], "FP32")
+    tensor.set_data_from_numpy(np.full((1, 3, 4, 4), 0.5, dtype=np.float32))
+    assert triton.infer("encoder", [tensor], model_version="1", headers=HEADERS).as_numpy("latent").shape == (1, 8, 1, 1)
+    assert triton.get_model_metadata("encoder", model_version="1", headers=HEADERS)["versions"] == ["1"]
+    assert triton.is_model_ready("encoder", model_version="1") and not triton.is_model_ready("encoder", model_version="7")
+    with pytest.raises(InferenceServerException, match="has no version '7'"):
+        triton.infer("encoder", [tensor], model_version="7", headers=HEADERS)
