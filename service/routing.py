@@ -53,17 +53,30 @@ class RouteTable:
     def __init__(self, routes: list):
         self.routes = routes
         self._info: dict[int, RouteInfo] = {}
+        # (method, path) of requests that fully matched a route without path parameters: a bounded set
+        # (the routes' own paths and methods), answered without matching again.
+        self._static: dict[tuple[str, str], RouteInfo] = {}
 
     def _describe(self, route) -> RouteInfo:
         level = getattr(route, "__cae_access__", None) or getattr(getattr(route, "endpoint", None), "__cae_access__", None)
         return RouteInfo(getattr(route, "path", "other") or "other", level or Access.PROTECTED)
 
     def lookup(self, scope) -> RouteInfo:
+        path = scope["path"]
+        key = (scope.get("method", ""), path)
+        if key in self._static:
+            return self._static[key]
         partial = None
         for route in self.routes:
+            regex = getattr(route, "path_regex", None)
+            if regex is not None and not regex.match(path):
+                continue  # the cheap test first: FastAPI's matches() does more than this
             match, _ = route.matches(scope)
             if match is Match.FULL:
-                return self._cached(route)
+                info = self._cached(route)
+                if not getattr(route, "param_convertors", None) and not hasattr(route, "routes"):
+                    self._static[key] = info
+                return info
             if match is Match.PARTIAL and partial is None:
                 partial = route  # the path matches, the method does not (405): same label and access
         return self._cached(partial) if partial is not None else UNMATCHED

@@ -56,3 +56,23 @@ def test_docs_load_their_assets_from_the_service(make_client):
         assert client.get(f"/static-offline-docs/{asset}").status_code == 200
     assert client.get("/openapi.json").json()["info"]["title"] == "cae"
     assert client.get("/redoc").status_code == 200
+
+
+def test_the_lookup_cache_stays_bounded():
+    router = APIRouter()
+
+    @router.get("/fixed")
+    async def fixed():
+        return {}
+
+    @router.get("/items/{item}")
+    async def item(item: str):
+        return {}
+
+    table = RouteTable(router.routes)
+    for i in range(200):
+        table.lookup(_scope(f"/items/{i}"))
+        table.lookup(_scope(f"/unknown/{i}"))
+        table.lookup(_scope("/fixed", method=f"M{i}"))  # wrong methods: 405, never cached
+        assert table.lookup(_scope("/fixed")).label == "/fixed"
+    assert len(table._static) == 1
