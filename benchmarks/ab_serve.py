@@ -3,7 +3,7 @@
     python benchmarks/ab_serve.py --old f0a076a [--new HEAD] [--rounds 2] [--seconds 8]
 
 Each commit is checked out into a temporary git worktree and served from there (`uvicorn service.main:app`,
-the shipped models/ of this checkout, batching off and on), alternating old and new for --rounds, and wrk
+the same models folder, by default this checkout's shipped models/, batching off and on), alternating old and new for --rounds, and wrk
 (1 thread) sends a 32x32 PNG to /reconstruct at each concurrency. Prints requests/s per (version,
 batching, concurrency) and round: on a shared machine compare the two within a round, not across runs.
 Needs wrk and git.
@@ -49,6 +49,7 @@ def main(argv=None) -> int:
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--seconds", type=float, default=8)
     parser.add_argument("--concurrency", type=int, nargs="+", default=[16, 64])
+    parser.add_argument("--models", default=str(ROOT / "models"), help="models folder both serve (default: the shipped models)")
     args = parser.parse_args(argv)
     tmp = Path(tempfile.mkdtemp(prefix="cae-ab-"))
     (tmp / "x.png").write_bytes(test_png())
@@ -62,7 +63,7 @@ def main(argv=None) -> int:
         trees[name] = tmp / name
         subprocess.run(["git", "worktree", "add", "-q", "--detach", str(trees[name]), rev], cwd=ROOT, check=True)
         made.append(trees[name])
-    models = ROOT / "models"
+    models = Path(args.models).resolve()
     results: dict = {}
     try:
         for rnd in range(args.rounds):
