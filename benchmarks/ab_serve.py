@@ -12,34 +12,14 @@ Needs wrk and git.
 from __future__ import annotations
 
 import argparse
-import http.client
-import os
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "benchmarks"))
-from serve_load import RAW_LUA, free_port, test_png, wrk  # noqa: E402
-
-
-def serve(tree: Path, env: dict) -> tuple[subprocess.Popen, int]:
-    port = free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "uvicorn", "service.main:app", "--port", str(port), "--log-level", "warning",
-                             "--no-access-log"], cwd=tree, env={**os.environ, "PYTHONPATH": str(tree), **env},
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    for _ in range(300):
-        try:
-            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=1)
-            conn.request("GET", "/readyz")
-            if conn.getresponse().status == 200:
-                return proc, port
-        except OSError:
-            time.sleep(0.2)
-    proc.kill()
-    raise RuntimeError(f"the service at {tree} did not start")
+from serve_load import RAW_LUA, start_server, test_png, wrk  # noqa: E402
 
 
 def main(argv=None) -> int:
@@ -69,7 +49,8 @@ def main(argv=None) -> int:
         for rnd in range(args.rounds):
             for name, tree in trees.items():
                 for batching in ("false", "true"):
-                    proc, port = serve(tree, {"CAE_MODEL_DIR": str(models), "CAE_BATCHING": batching})
+                    proc, port = start_server("service.main:app", {"PYTHONPATH": str(tree), "CAE_MODEL_DIR": str(models),
+                                                                   "CAE_BATCHING": batching}, cwd=tree, ready_path="/readyz")
                     try:
                         url = f"http://127.0.0.1:{port}/reconstruct"
                         wrk(url, script, 4, 2)  # warm-up

@@ -26,7 +26,7 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "benchmarks"))
-from serve_load import RAW_LUA, WRK, start_server, test_png, wrk  # noqa: E402
+from serve_load import RAW_LUA, WRK, start_server, test_png, wrk, write_results  # noqa: E402
 
 V2_LUA = """
 wrk.method = "POST"
@@ -108,9 +108,7 @@ def main(argv=None) -> int:
                 ratios[f"{provider}_vs_cpu_{endpoint}_c{top}_batching_on"] = on / runs["cpu"]["on"][endpoint][top]["rps"]
     results["ratios"] = {k: round(v, 3) if v is not None else None for k, v in ratios.items()}
     print(json.dumps({"devices": results["devices"], "ratios": results["ratios"]}, indent=2))
-    if args.out:
-        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.out).write_text(json.dumps(results, indent=2) + "\n")
+    write_results(args.out, results)
     return 0
 
 

@@ -32,6 +32,7 @@ from torch.utils.data import DataLoader, TensorDataset
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "benchmarks"))
+from serve_load import write_results  # noqa: E402
 from train_throughput import notebook_model  # noqa: E402
 
 from training.data import SHARED_CIFAR_JPEG, load_images  # noqa: E402
@@ -159,9 +160,7 @@ def main(argv=None) -> int:
     if args.sweep:
         results["sweep"] = sweep_wall_time(args.device, args.workers, args.data)
         print(json.dumps(results["sweep"], indent=2))
-    if args.out:
-        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.out).write_text(json.dumps(results, indent=2) + "\n")
+    write_results(args.out, results)
     return 0
 
 

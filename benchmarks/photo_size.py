@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import http.client
 import io
-import json
 import os
 import re
 import subprocess
@@ -33,7 +32,7 @@ from PIL import Image
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "benchmarks"))
-from serve_load import free_port  # noqa: E402
+from serve_load import free_port, wait_ready, write_results  # noqa: E402
 SIZES_MP = (0.25, 1, 4, 12)
 ENDPOINTS = ("/reconstruct", "/colorize", "/encode?size=native")
 
@@ -131,19 +130,8 @@ class Sampler:
 def start_server(models: Path, port: int, env: dict) -> subprocess.Popen:
     proc = subprocess.Popen([sys.executable, "-m", "service", "--port", str(port), "--log-level", "warning"], cwd=ROOT,
                             env={**os.environ, "CAE_MODEL_DIR": str(models), **env})
-    deadline = time.time() + 120
-    while time.time() < deadline:
-        try:
-            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=2)
-            conn.request("GET", "/readyz")
-            if conn.getresponse().status == 200:
-                return proc
-        except OSError:
-            time.sleep(0.2)
-        if proc.poll() is not None:
-            raise SystemExit("the service exited during startup")
-    proc.kill()
-    raise SystemExit("the service did not become ready")
+    wait_ready(proc, port, "/readyz", timeout_s=120)
+    return proc
 
 
 def wait_idle(port: int, timeout_s: float = 120) -> None:
@@ -222,8 +210,7 @@ def main(argv=None) -> int:
     finally:
         proc.terminate()
         proc.wait(30)
-    if args.out:
-        Path(args.out).write_text(json.dumps(results, indent=2) + "\n")
+    write_results(args.out, results)
     return 0
 
 

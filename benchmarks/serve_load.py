@@ -82,23 +82,38 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def start_server(app: str, env: dict) -> tuple[subprocess.Popen, int]:
-    port = free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "uvicorn", app, "--port", str(port), "--log-level", "warning", "--no-access-log"],
-                            cwd=ROOT, env={**os.environ, **env}, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    deadline = time.time() + 60
+def wait_ready(proc: subprocess.Popen, port: int, path: str, timeout_s: float = 60) -> None:
+    """Until GET `path` answers 200 on loopback; RuntimeError if the process exits or time runs out."""
+    deadline = time.time() + timeout_s
     while time.time() < deadline:
         try:
             conn = http.client.HTTPConnection("127.0.0.1", port, timeout=1)
-            conn.request("GET", "/docs")
+            conn.request("GET", path)
             if conn.getresponse().status == 200:
-                return proc, port
+                return
         except OSError:
             time.sleep(0.2)
         if proc.poll() is not None:
-            raise RuntimeError(f"{app} did not start: {proc.stderr.read().decode()[-2000:]}")
+            error = proc.stderr.read().decode()[-2000:] if proc.stderr else ""
+            raise RuntimeError(f"the server exited during startup {error}")
     proc.kill()
-    raise RuntimeError(f"{app} did not start in 60 s")
+    raise RuntimeError(f"the server did not answer {path} within {timeout_s:g} s")
+
+
+def start_server(app: str, env: dict, cwd: Path = ROOT, ready_path: str = "/docs") -> tuple[subprocess.Popen, int]:
+    """`uvicorn app` on a free loopback port, from `cwd`, once `ready_path` answers."""
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "uvicorn", app, "--port", str(port), "--log-level", "warning", "--no-access-log"],
+                            cwd=cwd, env={**os.environ, **env}, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    wait_ready(proc, port, ready_path)
+    return proc, port
+
+
+def write_results(out: str | None, results: dict) -> None:
+    """The benchmark's figures as JSON at `out` (if given)."""
+    if out:
+        Path(out).parent.mkdir(parents=True, exist_ok=True)
+        Path(out).write_text(json.dumps(results, indent=2) + "\n")
 
 
 def _ms(text: str) -> float:
@@ -205,9 +220,7 @@ def main(argv=None) -> int:
         ratios["c64_queue_all_vs_off"] = runs["service, queue all"]["raw"][64]["rps"] / off["raw"][64]["rps"]
     results["ratios"] = {k: round(v, 3) for k, v in ratios.items()}
     print(json.dumps(results["ratios"], indent=2))
-    if args.out:
-        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.out).write_text(json.dumps(results, indent=2) + "\n")
+    write_results(args.out, results)
     return 0
 
 
