@@ -23,7 +23,7 @@ from service.middleware import ServiceMiddleware
 from service.models import Model, load_models, warm_up
 from service.routers import health, inference, v2
 from service.routing import Access, declare
-from service.settings import Settings, batching_for, is_loopback
+from service.settings import Settings, batching_for
 
 log = logging.getLogger("cae.service")
 
@@ -53,7 +53,7 @@ def create_app(settings: Settings | None = None, models: dict[str, Model] | None
             from service import grpc_server as grpc_service  # grpcio only when gRPC is on
 
             host = settings.grpc_host or "127.0.0.1"
-            if not is_loopback(host) and settings.api_key is None and not settings.insecure:
+            if settings.exposed_without_key(host):
                 raise RuntimeError(f"refusing to serve gRPC on {host} without an API key (CAE_API_KEY or CAE_INSECURE)")
             grpc_server = await grpc_service.start(runtime, host, settings.grpc_port)
         runtime.ready = True

@@ -20,7 +20,7 @@ from uvicorn.protocols.http.h11_impl import H11Protocol
 from service.errors import error_body
 from service.main import create_app
 from service.models import ModelLoadError, load_models
-from service.settings import Settings, is_loopback
+from service.settings import Settings
 
 
 class StartupError(ValueError):
@@ -116,12 +116,12 @@ def serve(host: str = "127.0.0.1", port: int = 8000, insecure: bool = False, wor
         settings = settings.model_copy(update={"insecure": True})
     if settings.grpc_port and settings.grpc_host is None:
         settings = settings.model_copy(update={"grpc_host": host})  # gRPC beside HTTP, on the same address
-    for address in {host, settings.grpc_host or host} if settings.grpc_port else {host}:
-        if not is_loopback(address) and settings.api_key is None and not settings.insecure:
+    for address in [host] + ([settings.grpc_host] if settings.grpc_port else []):
+        if settings.exposed_without_key(address):
             raise InsecureBindError(f"refusing to bind {address} without an API key: set CAE_API_KEY, or pass --insecure "
                                     "to serve without one (e.g. behind an authenticating proxy)")
     if settings.grpc_port:
-        check_port_free(settings.grpc_host or host, settings.grpc_port, "CAE_GRPC_PORT")
+        check_port_free(settings.grpc_host, settings.grpc_port, "CAE_GRPC_PORT")
     logging.basicConfig(level=workers_log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
         # Loaded before uvicorn starts (it would run the lifespan before binding anyway), so a folder that

@@ -63,6 +63,10 @@ class Settings(BaseSettings):
     grpc_host: str | None = Field(None, description="address gRPC binds; default: the HTTP address under `cae serve`, "
                                   "loopback otherwise")
 
+    def exposed_without_key(self, host: str) -> bool:
+        """Serving on `host` would answer the network with no key and without CAE_INSECURE (refused)."""
+        return not is_loopback(host) and self.api_key is None and not self.insecure
+
     @field_validator("api_key")
     @classmethod
     def _key_not_empty(cls, key: SecretStr | None) -> SecretStr | None:
