@@ -74,7 +74,8 @@ def test_thumbnails_are_colorized_at_full_resolution_as_before(make_client):
 def test_a_small_request_waits_for_one_tile_not_for_a_whole_photo():
     # Tiles of the large image take turns with other requests in the model's queue (the shipped models: the
     # photo must take longer than the thumbnail's 0.3 s head start).
-    app = create_app(Settings(model_dir=SHIPPED_MODELS, tile_memory_mb=8, batch_min_run_ms=0))
+    # A generous deadline: small tiles have a high estimated cost, which must not get the photo refused on a busy machine.
+    app = create_app(Settings(model_dir=SHIPPED_MODELS, tile_memory_mb=8, batch_min_run_ms=0, inference_timeout_s=600))
     finished = []
 
     async def go():
