@@ -13,9 +13,12 @@ import onnxruntime as ort
 from fastapi import FastAPI, File, Request, Response
 from PIL import Image
 
+from cae.manifest import read_manifest
+
 models = os.environ.get("CAE_MODEL_DIR", "models")
-encoder = ort.InferenceSession(f"{models}/encoder.onnx", providers=["CPUExecutionProvider"])
-decoder = ort.InferenceSession(f"{models}/decoder.onnx", providers=["CPUExecutionProvider"])
+pair = read_manifest(models).default  # the default autoencoder's files
+encoder = ort.InferenceSession(f"{models}/{pair.encoder.file}", providers=["CPUExecutionProvider"])
+decoder = ort.InferenceSession(f"{models}/{pair.decoder.file}", providers=["CPUExecutionProvider"])
 app = FastAPI()
 
 

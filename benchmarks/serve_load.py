@@ -62,8 +62,11 @@ def test_png() -> bytes:
 def ort_ceiling(models: Path, seconds: float = 3.0) -> dict:
     import onnxruntime as ort
 
-    enc = ort.InferenceSession(str(models / "encoder.onnx"), providers=["CPUExecutionProvider"])
-    dec = ort.InferenceSession(str(models / "decoder.onnx"), providers=["CPUExecutionProvider"])
+    from cae.manifest import read_manifest
+
+    pair = read_manifest(models).default  # the default autoencoder's files
+    enc = ort.InferenceSession(str(models / pair.encoder.file), providers=["CPUExecutionProvider"])
+    dec = ort.InferenceSession(str(models / pair.decoder.file), providers=["CPUExecutionProvider"])
     out = {}
     for batch in (1, 64):
         x = np.random.default_rng(0).random((batch, 3, 32, 32), dtype=np.float32)

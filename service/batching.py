@@ -71,11 +71,11 @@ class Batcher:
         self._wakeup = asyncio.Event()
         self._running: tuple[ort.RunOptions, list[Job]] | None = None  # the run going on: options, jobs
         # One thread per model: its session runs one job at a time, the next batch forming meanwhile.
-        self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"cae-{model.role}")
+        self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"cae-{model.key}")
         self.task: asyncio.Task | None = None
 
     def start(self) -> None:
-        self.task = asyncio.get_running_loop().create_task(self._work(), name=f"batcher-{self.model.role}")
+        self.task = asyncio.get_running_loop().create_task(self._work(), name=f"batcher-{self.model.key}")
 
     async def stop(self) -> None:
         if self.task is not None:
@@ -113,7 +113,7 @@ class Batcher:
         expected = self.expected_s(sum(pixels), len(items))
         if 0 < expected < self.min_run_s and sum(pixels) <= INLINE_MAX_PIXELS:  # too cheap for the queue (module docstring)
             for _ in items:
-                self.metrics.queue_wait.labels(self.model.role).observe(0.0)
+                self.metrics.queue_wait.labels(self.model.key).observe(0.0)
             return self._run_group(items)
         jobs = [Job(loop.create_future(), deadline, self.expected_s(p), self.model.cost.bytes(p), item=i)
                 for i, p in zip(items, pixels)]
@@ -191,7 +191,7 @@ class Batcher:
             return
         started = time.perf_counter()
         for job in batch:
-            self.metrics.queue_wait.labels(self.model.role).observe(started - job.enqueued)
+            self.metrics.queue_wait.labels(self.model.key).observe(started - job.enqueued)
         expected_s = sum(j.expected_s for j in batch)
         options = self.model.run_options(sum(j.expected_bytes for j in batch))
         self._running = (options, batch)
@@ -223,8 +223,8 @@ class Batcher:
         """One session run on the calling thread, recorded in the metrics."""
         started = time.perf_counter()
         out = self.model.run(batch, options)
-        self.metrics.inference.labels(self.model.role).observe(time.perf_counter() - started)
-        self.metrics.batch_size.labels(self.model.role).observe(len(batch))
+        self.metrics.inference.labels(self.model.key).observe(time.perf_counter() - started)
+        self.metrics.batch_size.labels(self.model.key).observe(len(batch))
         return out
 
     def _run_group(self, items: list[np.ndarray]) -> list[np.ndarray]:

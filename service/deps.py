@@ -13,7 +13,7 @@ from service.batching import Batcher
 from service.errors import ServiceError
 from service.memory import trim
 from service.metrics import Metrics
-from service.models import Model
+from service.models import Autoencoder, Model, ModelSet
 from service.settings import Settings
 
 
@@ -26,7 +26,7 @@ class Runtime:
 
     def __init__(self, settings: Settings, metrics: Metrics):
         self.settings, self.metrics = settings, metrics
-        self.models: dict[str, Model] = {}
+        self.models = ModelSet({}, None)
         self.batchers: dict[str, Batcher] = {}
         self.admission = Admission(settings.memory_budget_mb << 20, settings.inference_timeout_s, metrics)
         self.reserved_since_trim = 0  # the most memory reserved at once since the allocator was last trimmed
@@ -35,16 +35,32 @@ class Runtime:
         self.ready = False
         self.draining = False
 
-    def model(self, role: str) -> Model:
-        if role not in self.models:
-            if not self.ready:
-                raise ServiceError(503, "not_ready", "the models are still loading", {"Retry-After": "1"})
-            raise ServiceError(404, "model_not_found", f"this service has no {role} model (it serves {sorted(self.models)})")
-        return self.models[role]
+    def _not_ready(self) -> None:
+        if not self.ready:
+            raise ServiceError(503, "not_ready", "the models are still loading", {"Retry-After": "1"})
+
+    def model(self, name: str) -> Model:
+        """A model by manifest key (`<autoencoder>.encoder`, `colorizer`) or alias (`encoder`, `decoder`)."""
+        key = self.models.resolve(name)
+        if key is None:
+            self._not_ready()
+            raise ServiceError(404, "model_not_found", f"this service has no model {name!r} (it serves {', '.join(self.models.names())})")
+        return self.models[key]
+
+    def autoencoder(self, name: str | None = None) -> Autoencoder:
+        """A member of the family by name; the default one for None."""
+        family = self.models.autoencoders
+        name = self.models.default_autoencoder if name is None else name
+        if name not in family:
+            self._not_ready()
+            served = ", ".join(sorted(family)) or "none"
+            raise ServiceError(404, "model_not_found", f"this service has no autoencoder {name!r} (it serves: {served})")
+        return family[name]
 
     @asynccontextmanager
     async def admit(self, need_bytes: int, need_s: float, roles: tuple[str, ...]):
-        """Admit a planned request (service.admission) and yield its deadline (event-loop time)."""
+        """Admit a planned request (service.admission) and yield its deadline (event-loop time). `roles`:
+        the keys of the models it runs."""
         for role in roles:
             self.model(role)
         # The work admitted before this request and not finished yet, on the busiest model it needs (an

@@ -49,7 +49,8 @@ class InferenceServicer(service_pb2_grpc.GRPCInferenceServiceServicer):
         return service_pb2.ServerMetadataResponse(**v2.server_metadata_dict())
 
     async def ModelReady(self, request, context):
-        known = request.name in self.runtime.models and request.version in ("", self.runtime.models[request.name].version)
+        key = self.runtime.models.resolve(request.name)
+        known = key is not None and request.version in ("", self.runtime.models[key].version)
         return service_pb2.ModelReadyResponse(ready=known and self._ready())
 
     async def ModelMetadata(self, request, context):

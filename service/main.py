@@ -20,7 +20,7 @@ from service.deps import Runtime
 from service.memory import give_large_blocks_back, rss_bytes
 from service.metrics import Metrics
 from service.middleware import ServiceMiddleware
-from service.models import Model, load_models, warm_up
+from service.models import ModelSet, load_models, warm_up
 from service.routers import health, inference, v2
 from service.routing import Access, declare
 from service.settings import Settings, batching_for
@@ -28,7 +28,7 @@ from service.settings import Settings, batching_for
 log = logging.getLogger("cae.service")
 
 
-def create_app(settings: Settings | None = None, models: dict[str, Model] | None = None) -> FastAPI:
+def create_app(settings: Settings | None = None, models: ModelSet | None = None) -> FastAPI:
     """The app for `settings` (default: the CAE_* environment). `models` already loaded (as `cae serve`
     does, to report a bad model folder before uvicorn starts) are used as they are; otherwise the lifespan
     loads them."""
@@ -43,9 +43,9 @@ def create_app(settings: Settings | None = None, models: dict[str, Model] | None
         if settings.warmup:
             warm_up(runtime.models)
         runtime.settings = tuned = batching_for(settings, next(iter(runtime.models.values())).providers)
-        runtime.batchers = {role: Batcher(m, metrics, tuned.max_batch_size, tuned.max_batch_wait_ms / 1000, tuned.batching,
-                                         tuned.inline_ms / 1000, tuned.batch_min_run_ms / 1000, tuned.inference_timeout_s)
-                            for role, m in runtime.models.items()}
+        runtime.batchers = {key: Batcher(m, metrics, tuned.max_batch_size, tuned.max_batch_wait_ms / 1000, tuned.batching,
+                                        tuned.inline_ms / 1000, tuned.batch_min_run_ms / 1000, tuned.inference_timeout_s)
+                            for key, m in runtime.models.items()}
         for batcher in runtime.batchers.values():
             batcher.start()
         grpc_server = None

@@ -59,21 +59,27 @@ SHRINK_ABOVE_BYTES = 16 << 20
 
 @dataclass
 class Model:
-    role: str  # encoder | decoder | colorizer: also the name clients use
+    role: str  # encoder | decoder | colorizer
     facts: dict  # the manifest entry
     session: ort.InferenceSession
+    key: str = ""  # the manifest key: the name V2 and gRPC clients use (<autoencoder>.encoder, colorizer)
     input_name: str = field(init=False)
     output_name: str = field(init=False)
     cost: Cost = field(default_factory=Cost)
     halo: int | None = None  # tile context in input units, measured at warm-up; None: never tiled
 
     def __post_init__(self):
+        self.key = self.key or self.role
         self.input_name = self.session.get_inputs()[0].name
         self.output_name = self.session.get_outputs()[0].name
 
     @property
     def name(self) -> str:
         return self.facts["name"]
+
+    @property
+    def autoencoder(self) -> str | None:
+        return self.facts.get("autoencoder")
 
     @property
     def version(self) -> str:
@@ -119,12 +125,64 @@ class Model:
         return self.session.run([self.output_name], {self.input_name: batch}, options)[0]
 
     def describe(self) -> dict:
-        keep = ("name", "version", "file", "sha256", "stride", "inputs", "outputs", "test", "parameters", "latent_channels", "decoding")
-        return {"role": self.role, **{k: self.facts[k] for k in keep if k in self.facts}, "version": self.version,
+        keep = ("name", "autoencoder", "version", "file", "sha256", "stride", "inputs", "outputs", "test", "parameters",
+                "latent_channels", "latent_size_32x32", "decoding")
+        return {"key": self.key, "role": self.role, **{k: self.facts[k] for k in keep if k in self.facts}, "version": self.version,
                 "providers": self.providers}
 
 
-def load_models(model_dir: Path, providers: str = "auto", intra_op_threads: int = 0) -> dict[str, Model]:
+@dataclass(frozen=True)
+class Autoencoder:
+    """One member of the served family: its encoder and decoder."""
+    name: str
+    encoder: Model
+    decoder: Model
+
+    @property
+    def version(self) -> str:
+        return self.encoder.version
+
+    @property
+    def latent_size(self) -> int | None:
+        """Latent values for a 32x32 image."""
+        return self.encoder.facts.get("latent_size_32x32")
+
+    def describe(self, default: bool) -> dict:
+        test = self.encoder.facts.get("test", {})
+        return {"name": self.name, "default": default, "version": self.version, "latent_size_32x32": self.latent_size,
+                "stride": self.encoder.stride, "latent_channels": self.encoder.output_channels,
+                "test_psnr": test.get("psnr"), "pca_psnr": test.get("pca_psnr"),
+                "models": [self.encoder.key, self.decoder.key]}
+
+
+class ModelSet(dict):
+    """The models of a folder by manifest key, and the autoencoder family they make up. `encoder` and
+    `decoder` are aliases for the default autoencoder's parts (`resolve`)."""
+
+    def __init__(self, models: dict[str, Model], default_autoencoder: str | None):
+        super().__init__(models)
+        parts: dict[str, dict[str, Model]] = {}
+        for m in models.values():
+            if m.autoencoder is not None:
+                parts.setdefault(m.autoencoder, {})[m.role] = m
+        self.autoencoders = {name: Autoencoder(name, p["encoder"], p["decoder"]) for name, p in parts.items()}
+        self.default_autoencoder = default_autoencoder
+
+    def resolve(self, name: str) -> str | None:
+        """The key a model name or alias stands for, None if unknown."""
+        if name in self:
+            return name
+        if name in ("encoder", "decoder") and self.default_autoencoder is not None:
+            return getattr(self.autoencoders[self.default_autoencoder], name).key
+        return None
+
+    def names(self) -> list[str]:
+        """Every name a client may use: the keys and the aliases."""
+        aliases = ["encoder", "decoder"] if self.default_autoencoder is not None else []
+        return aliases + sorted(self)
+
+
+def load_models(model_dir: Path, providers: str = "auto", intra_op_threads: int = 0) -> ModelSet:
     model_dir = Path(model_dir)
     try:
         manifest = read_manifest(model_dir)
@@ -137,14 +195,14 @@ def load_models(model_dir: Path, providers: str = "auto", intra_op_threads: int 
     # left to the event loop's HTTP and PNG work) gave more requests/s and a lower p99 than on both.
     options.intra_op_num_threads = intra_op_threads or max(1, (os.cpu_count() or 1) - 1)
     models = {}
-    for role, entry in manifest.models.items():
+    for key, entry in manifest.models.items():
         facts, path = entry.facts, model_dir / entry.file
         session = ort.InferenceSession(str(path), sess_options=options, providers=chosen)
         if providers == "cuda" and "CUDAExecutionProvider" not in session.get_providers():
             raise ModelLoadError(f"{path}: the CUDA provider failed to load (see onnxruntime's log); not falling back to CPU")
-        models[role] = Model(role, facts, session)
-        log.info("loaded %s (%s v%s) from %s with providers %s", role, facts["name"], facts.get("version", 1), path, session.get_providers())
-    return models
+        models[key] = Model(entry.role, facts, session, key)
+        log.info("loaded %s (%s v%s) from %s with providers %s", key, facts["name"], facts.get("version", 1), path, session.get_providers())
+    return ModelSet(models, manifest.default_autoencoder)
 
 
 def _median_seconds(model: Model, x: np.ndarray, runs: int, options: ort.RunOptions | None = None) -> float:
@@ -188,4 +246,4 @@ def warm_up(models: dict[str, Model], runs: int = 5) -> None:
         model.halo = measure_halo(lambda x: model.run(x, shrinking), model.input_channels,
                                   model.geometry.ratio, model.geometry.align, side=max(side // 2, 16), max_side=side * 2)
         log.info("%s: %.3f ms per run + %.3f s per megapixel, %.0f bytes per pixel at peak, tile halo %s",
-                 model.role, model.cost.fixed_s * 1e3, per_px * 1e6, model.cost.bytes_per_pixel, model.halo)
+                 model.key, model.cost.fixed_s * 1e3, per_px * 1e6, model.cost.bytes_per_pixel, model.halo)

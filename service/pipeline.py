@@ -19,7 +19,7 @@ from PIL import Image
 
 from service import images
 from service.deps import Runtime
-from service.models import Model
+from service.models import Autoencoder, Model
 from service.tiling import plan_tiles, run_tile
 
 # Below this many pixels an image is decoded and encoded on the event loop: a thread hand-off costs more.
@@ -65,10 +65,10 @@ def plan_run(runtime: Runtime, model: Model, height: int, width: int) -> RunPlan
     return RunPlan(tiles, model.cost.seconds(sum(pixels), len(tiles)), int(per_px * max(pixels)))
 
 
-async def run_model(runtime: Runtime, role: str, x: np.ndarray, deadline: float) -> np.ndarray:
-    """The model's output for one (C, H, W) input: batched with others when it fits one run, else tile by
+async def run_model(runtime: Runtime, key: str, x: np.ndarray, deadline: float) -> np.ndarray:
+    """Model `key`'s output for one (C, H, W) input: batched with others when it fits one run, else tile by
     tile, each tile a job of its own in the model's queue (other requests' runs go in between)."""
-    model, batcher = runtime.model(role), runtime.batchers[role]
+    model, batcher = runtime.model(key), runtime.batchers[key]
     plan = plan_run(runtime, model, *x.shape[1:])
     if len(plan.tiles) == 1:
         return (await batcher.infer([x], deadline))[0]
@@ -78,7 +78,7 @@ async def run_model(runtime: Runtime, role: str, x: np.ndarray, deadline: float)
     for tile in plan.tiles:
         def work(options, tile=tile):
             run_tile(lambda t: batcher.run_now(t, options), batch, tile, geometry, out)
-        runtime.metrics.tiles.labels(role).inc()
+        runtime.metrics.tiles.labels(key).inc()
         await batcher.call(work, model.image_pixels(tile.src[1] - tile.src[0], tile.src[3] - tile.src[2]), deadline)
     return out[0]
 
@@ -106,13 +106,13 @@ def model_hw(job: ImageJob, size: str, stride: int) -> tuple[int, int]:
     return (32, 32) if size == "32" else (_padded(job.hw[0], stride), _padded(job.hw[1], stride))
 
 
-def plan_reconstruct(runtime: Runtime, job: ImageJob, size: str, encode_only: bool = False) -> None:
-    encoder = runtime.model("encoder")
+def plan_reconstruct(runtime: Runtime, job: ImageJob, size: str, ae: Autoencoder, encode_only: bool = False) -> None:
+    encoder = ae.encoder
     h, w = model_hw(job, size, encoder.stride)
     enc = plan_run(runtime, encoder, h, w)
     seconds, peak = enc.seconds, enc.peak_bytes
     if not encode_only:
-        decoder = runtime.model("decoder")
+        decoder = ae.decoder
         dec = plan_run(runtime, decoder, h // encoder.stride, w // encoder.stride)
         seconds, peak = seconds + dec.seconds, max(peak, dec.peak_bytes)
     io = IO_BYTES_PER_PIXEL["encode" if encode_only else "reconstruct"]
@@ -137,18 +137,17 @@ def _model_input(image: Image.Image, size: str, stride: int) -> tuple[np.ndarray
     return images.to_model_input(np.asarray(images.load_rgb(image), dtype=np.uint8), size, stride)
 
 
-async def reconstruct_one(runtime: Runtime, job: ImageJob, size: str, fmt: str, deadline: float) -> bytes:
-    encoder = runtime.model("encoder")
-    x, out_hw = await offload(job.pixels, _model_input, job.image, size, encoder.stride)
-    z = await run_model(runtime, "encoder", x, deadline)
+async def reconstruct_one(runtime: Runtime, job: ImageJob, size: str, fmt: str, ae: Autoencoder, deadline: float) -> bytes:
+    x, out_hw = await offload(job.pixels, _model_input, job.image, size, ae.encoder.stride)
+    z = await run_model(runtime, ae.encoder.key, x, deadline)
     del x  # the float input is the largest buffer: let it go before the decoder's output exists
-    out = await run_model(runtime, "decoder", z, deadline)
+    out = await run_model(runtime, ae.decoder.key, z, deadline)
     return await offload(job.pixels, images.encode_image, out, out_hw, fmt)
 
 
-async def encode_one(runtime: Runtime, job: ImageJob, size: str, deadline: float) -> np.ndarray:
-    x, _ = await offload(job.pixels, _model_input, job.image, size, runtime.model("encoder").stride)
-    return await run_model(runtime, "encoder", x, deadline)
+async def encode_one(runtime: Runtime, job: ImageJob, size: str, ae: Autoencoder, deadline: float) -> np.ndarray:
+    x, _ = await offload(job.pixels, _model_input, job.image, size, ae.encoder.stride)
+    return await run_model(runtime, ae.encoder.key, x, deadline)
 
 
 async def colorize_one(runtime: Runtime, job: ImageJob, size: str, fmt: str, work: tuple[int, int] | None,

@@ -26,14 +26,19 @@ async def healthz():
 @access(Access.PROBE)
 async def readyz(runtime: Runtime = Depends(get_runtime)):
     if runtime.ready and not runtime.draining:
-        return {"status": "ready", "models": sorted(runtime.models)}
+        return {"status": "ready", "models": sorted(runtime.models), "autoencoders": sorted(runtime.models.autoencoders)}
     reason = "draining" if runtime.draining else "loading"
     return JSONResponse(error_body(503, reason, f"not ready: {reason}"), status_code=503, headers={"Retry-After": "1"})
 
 
-@router.get("/v1/models", summary="The models served: names, versions, shapes, providers and test metrics")
+@router.get("/v1/models", summary="The models served: the autoencoder family, and every model's names, versions, "
+                                 "shapes, providers and test metrics")
 async def list_models(runtime: Runtime = Depends(get_runtime)):
-    return {"models": [{**m.describe(), "measured": {"seconds_per_megapixel": m.cost.seconds_per_pixel * 1e6,
+    family = runtime.models
+    return {"default_autoencoder": family.default_autoencoder,
+            "autoencoders": [ae.describe(name == family.default_autoencoder) for name, ae in family.autoencoders.items()],
+            "aliases": {alias: family.resolve(alias) for alias in family.names() if alias not in family},
+            "models": [{**m.describe(), "measured": {"seconds_per_megapixel": m.cost.seconds_per_pixel * 1e6,
                                                      "seconds_per_run": m.cost.fixed_s,
                                                      "bytes_per_pixel": m.cost.bytes_per_pixel, "tile_halo": m.halo}}
                         for m in runtime.models.values()],

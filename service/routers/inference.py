@@ -21,6 +21,7 @@ router = APIRouter(tags=["images"])
 
 Size = Literal["native", "32"]
 Format = Literal["png", "jpeg", "webp"]
+MODEL_HELP = "which autoencoder (GET /v1/models lists them); default: the service's default autoencoder"
 SIZE_HELP = "native: run at the image's own size (padded to the model's stride, cropped back); 32: resize to 32x32"
 
 IMAGE_BODY = {
@@ -69,6 +70,7 @@ async def read_image_bytes(request: Request, runtime: Runtime) -> list[bytes]:
 
 
 def _image_response(outputs: list[bytes], fmt: str, model) -> Response:
+    """`model`: the autoencoder or colorizer that made the images (named in the headers and the JSON)."""
     headers = {"X-Model": model.name, "X-Model-Version": model.version}
     media_type = images.OUTPUT_FORMATS[fmt][1]
     if len(outputs) == 1:
@@ -93,14 +95,14 @@ def _totals(jobs: list[pipeline.ImageJob]) -> tuple[int, float]:
 @router.post("/reconstruct", summary="Encode and decode an image", openapi_extra=IMAGE_BODY, responses=IMAGE_RESPONSES,
              response_class=Response)
 async def reconstruct(request: Request, size: Size = Query("native", description=SIZE_HELP), format: Format = "png",
-                      runtime: Runtime = Depends(get_runtime)):
-    decoder = runtime.model("decoder")
+                      model: str | None = Query(None, description=MODEL_HELP), runtime: Runtime = Depends(get_runtime)):
+    ae = runtime.autoencoder(model)
     jobs = await _open_all(request, runtime)
     for job in jobs:
-        pipeline.plan_reconstruct(runtime, job, size)
-    async with runtime.admit(*_totals(jobs), ("encoder", "decoder")) as deadline:
-        outputs = await asyncio.gather(*[pipeline.reconstruct_one(runtime, job, size, format, deadline) for job in jobs])
-    return _image_response(outputs, format, decoder)
+        pipeline.plan_reconstruct(runtime, job, size, ae)
+    async with runtime.admit(*_totals(jobs), (ae.encoder.key, ae.decoder.key)) as deadline:
+        outputs = await asyncio.gather(*[pipeline.reconstruct_one(runtime, job, size, format, ae, deadline) for job in jobs])
+    return _image_response(outputs, format, ae)
 
 
 @router.post("/colorize", summary="Colorize an image (colour input is converted to luma first)", openapi_extra=IMAGE_BODY,
@@ -130,18 +132,19 @@ class EncodeResponse(BaseModel):
 @router.post("/encode", summary="An image's latent vector", openapi_extra=IMAGE_BODY, response_model=EncodeResponse,
              responses={k: v for k, v in IMAGE_RESPONSES.items() if k != 200})
 async def encode(request: Request, size: Size = Query("32", description=SIZE_HELP + " (default 32: a fixed-length vector)"),
-                 runtime: Runtime = Depends(get_runtime)):
-    encoder = runtime.model("encoder")
+                 model: str | None = Query(None, description=MODEL_HELP), runtime: Runtime = Depends(get_runtime)):
+    ae = runtime.autoencoder(model)
+    encoder = ae.encoder
     jobs = await _open_all(request, runtime)
     values = 0
     for job in jobs:
-        pipeline.plan_reconstruct(runtime, job, size, encode_only=True)
+        pipeline.plan_reconstruct(runtime, job, size, ae, encode_only=True)
         h, w = pipeline.model_hw(job, size, encoder.stride)
         values += encoder.output_channels * (h // encoder.stride) * (w // encoder.stride)
     _check_json_values(runtime, values)
-    async with runtime.admit(*_totals(jobs), ("encoder",)) as deadline:
-        latents = await asyncio.gather(*[pipeline.encode_one(runtime, job, size, deadline) for job in jobs])
-    body = await pipeline.to_json(values, {"model": encoder.name, "version": encoder.version,
+    async with runtime.admit(*_totals(jobs), (encoder.key,)) as deadline:
+        latents = await asyncio.gather(*[pipeline.encode_one(runtime, job, size, ae, deadline) for job in jobs])
+    body = await pipeline.to_json(values, {"model": ae.name, "version": ae.version,
                                            "results": [{"shape": list(z.shape), "latent": z} for z in latents]})
     return Response(body, media_type="application/json")
 
@@ -155,6 +158,8 @@ def _check_json_values(runtime: Runtime, values: int) -> None:
 class DecodeRequest(BaseModel):
     shape: list[int] = Field(..., min_length=3, max_length=3, description="[C, h, w], as /encode returned it")
     latent: list[float] = Field(..., min_length=1, description="C*h*w values in C-order")
+    model: str | None = Field(None, description="the autoencoder that made the latent (/encode's `model`); "
+                                               "the same as the query's `model` if both are given")
 
 
 DECODE_BODY = {"requestBody": {"required": True, "content": {"application/json": {"schema": DecodeRequest.model_json_schema()}}}}
@@ -162,13 +167,19 @@ DECODE_BODY = {"requestBody": {"required": True, "content": {"application/json":
 
 @router.post("/decode", summary="A latent vector back to an image", openapi_extra=DECODE_BODY, responses=IMAGE_RESPONSES,
              response_class=Response)
-async def decode(request: Request, format: Format = "png", runtime: Runtime = Depends(get_runtime)):
-    decoder = runtime.model("decoder")
+async def decode(request: Request, format: Format = "png", model: str | None = Query(None, description=MODEL_HELP),
+                 runtime: Runtime = Depends(get_runtime)):
+    runtime.autoencoder(model)  # an unknown name is a 404 before the body is read
     body = await parse_json_body(request, DecodeRequest)
+    if model is not None and body.model is not None and body.model != model:
+        raise ServiceError(422, "invalid_latent", f"the body's model {body.model!r} is not the query's {model!r}")
+    ae = runtime.autoencoder(model or body.model)
+    decoder = ae.decoder
     c, h, w = body.shape
     channels = decoder.input_channels
     if c != channels or h < 1 or w < 1:
-        raise ServiceError(422, "invalid_latent", f"shape must be [{channels}, h, w] with h, w >= 1; got {body.shape}")
+        raise ServiceError(422, "invalid_latent", f"shape must be [{channels}, h, w] with h, w >= 1 for autoencoder {ae.name}; "
+                           f"got {body.shape}")
     if h * w * decoder.stride**2 > runtime.settings.max_pixels:
         raise ServiceError(422, "invalid_latent", f"shape {body.shape} decodes to more than {runtime.settings.max_pixels:,} pixels")
     if len(body.latent) != c * h * w:
@@ -181,10 +192,10 @@ async def decode(request: Request, format: Format = "png", runtime: Runtime = De
     pixels = decoder.image_pixels(h, w)
     plan = pipeline.plan_run(runtime, decoder, h, w)
     async with runtime.admit(pipeline.IO_BYTES_PER_PIXEL["reconstruct"] * pixels + plan.peak_bytes, plan.seconds,
-                             ("decoder",)) as deadline:
-        out = await pipeline.run_model(runtime, "decoder", z, deadline)
+                             (decoder.key,)) as deadline:
+        out = await pipeline.run_model(runtime, decoder.key, z, deadline)
         png = await pipeline.offload(pixels, images.encode_image, out, out.shape[1:], format)
-    return _image_response([png], format, decoder)
+    return _image_response([png], format, ae)
 
 
 async def parse_json_body(request: Request, model_cls):

@@ -1,8 +1,9 @@
 """Open Inference Protocol (KServe V2) with Triton's binary tensor extension, so Triton's and KServe's
 clients (tritonclient, kserve) work unchanged.
 
-Models are named by role: encoder, decoder, colorizer; one FP32 input and one FP32 output each, as in the
-ONNX files. An infer request is JSON, whatever its Content-Type (tritonclient sends none). Input `data`
+Models are named by their manifest key: `<autoencoder>.encoder` and `<autoencoder>.decoder` for each
+autoencoder of the family, `colorizer`; `encoder` and `decoder` are aliases for the default autoencoder's
+(GET /v1/models lists them). One FP32 input and one FP32 output each, as in the ONNX files. An infer request is JSON, whatever its Content-Type (tritonclient sends none). Input `data`
 may be flat or nested row-major lists; or, with `"parameters": {"binary_data_size": n}`, the tensor's n
 bytes of little-endian values follow the JSON, whose length is in the `Inference-Header-Content-Length`
 header. Outputs come back as JSON data, or binary (after the JSON, same header) when the request asks
@@ -152,7 +153,7 @@ def check_tensor(m, limits, name, shape, datatype) -> None:
     """The one input tensor a model takes, checked before any value is read (HTTP and gRPC alike)."""
     expected = m.facts["inputs"][0]["name"]
     if name != expected:
-        raise _bad(f"model {m.role} takes input {expected!r}, got {name!r}", 422)
+        raise _bad(f"model {m.key} takes input {expected!r}, got {name!r}", 422)
     if datatype != "FP32":
         raise _bad(f"datatype must be FP32, got {datatype}", 422)
     if (not isinstance(shape, list) or len(shape) != 4 or not all(isinstance(d, int) and not isinstance(d, bool) for d in shape)
@@ -212,12 +213,12 @@ def output_values(m, shape) -> int:
 async def admitted_run(runtime: Runtime, name: str, x: np.ndarray, response_bytes_per_value: int):
     """Run model `name` on the batch x once admitted (memory and time, as every request); the output array
     is yielded while the admission still holds, so the response is built inside it."""
-    m = runtime.model(name)
+    m = runtime.model(name)  # a key or an alias: the queue and admission are the key's
     n, _, h, w = x.shape
     plan = pipeline.plan_run(runtime, m, h, w)
     need_bytes = x.nbytes + response_bytes_per_value * output_values(m, x.shape) + plan.peak_bytes
-    async with runtime.admit(need_bytes, plan.seconds * n, (name,)) as deadline:
-        yield np.stack(await asyncio.gather(*[pipeline.run_model(runtime, name, item, deadline) for item in x]))
+    async with runtime.admit(need_bytes, plan.seconds * n, (m.key,)) as deadline:
+        yield np.stack(await asyncio.gather(*[pipeline.run_model(runtime, m.key, item, deadline) for item in x]))
 
 
 @router.post("/models/{name}/infer", summary="Inference (JSON, or JSON plus binary tensors)", openapi_extra=INFER_BODY)

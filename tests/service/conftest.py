@@ -49,5 +49,10 @@ def onnxruntime_reference(model_dir, name: str, x):
     """What the model file itself computes, for comparing the service's answers."""
     import onnxruntime as ort
 
-    input_name = V2_INPUTS[name][0]
-    return ort.InferenceSession(str(model_dir / f"{name}.onnx"), providers=["CPUExecutionProvider"]).run(None, {input_name: x})[0]
+    from cae.manifest import read_manifest
+
+    manifest = read_manifest(model_dir)
+    if name in ("encoder", "decoder"):  # the aliases: the default autoencoder's parts
+        name = f"{manifest.default_autoencoder}.{name}"
+    entry = manifest.models[name]
+    return ort.InferenceSession(str(model_dir / entry.file), providers=["CPUExecutionProvider"]).run(None, {entry.inputs[0]["name"]: x})[0]

@@ -75,7 +75,7 @@ def test_startup_fails_loudly_on_a_tampered_model(model_dir, tmp_path):
     from fastapi.testclient import TestClient
 
     bad = shutil.copytree(model_dir, tmp_path / "models")
-    with open(bad / "encoder.onnx", "ab") as f:
+    with open(bad / "tiny_fine" / "encoder.onnx", "ab") as f:  # not the default autoencoder: every file is checked
         f.write(b"\0")
     with pytest.raises(ModelLoadError, match="sha256 does not match"):
         with TestClient(create_app(Settings(model_dir=bad))):
@@ -112,9 +112,9 @@ def test_dynamic_batching_groups_concurrent_requests(model_dir):
     assert all(r.status_code == 200 for r in responses)
     metrics = app.state.runtime.metrics
     # Two session runs (encoder, decoder) of 6 images each, not 12 runs of one.
-    assert metrics.batch_size.labels("encoder")._sum.get() == 6 and metrics.inference.labels("encoder")._sum.get() > 0
+    assert metrics.batch_size.labels("tiny_autoencoder.encoder")._sum.get() == 6 and metrics.inference.labels("tiny_autoencoder.encoder")._sum.get() > 0
     counts = {s.labels.get("le"): s.value for m in metrics.registry.collect() if m.name == "cae_batch_size" for s in m.samples
-              if s.name == "cae_batch_size_count" and s.labels.get("model") == "encoder"}
+              if s.name == "cae_batch_size_count" and s.labels.get("model") == "tiny_autoencoder.encoder"}
     assert list(counts.values()) == [1.0]
 
 
@@ -125,10 +125,10 @@ def test_runs_too_cheap_to_batch_skip_the_queue(model_dir):
     responses = asyncio.run(_burst(app, 6))
     assert all(r.status_code == 200 for r in responses) and time.perf_counter() - started < 5
     metrics = app.state.runtime.metrics
-    assert metrics.batch_size.labels("encoder")._sum.get() == 6
-    assert metrics.queue_wait.labels("encoder")._sum.get() == 0  # never queued
+    assert metrics.batch_size.labels("tiny_autoencoder.encoder")._sum.get() == 6
+    assert metrics.queue_wait.labels("tiny_autoencoder.encoder")._sum.get() == 0  # never queued
     counts = [s.value for m in metrics.registry.collect() if m.name == "cae_batch_size" for s in m.samples
-              if s.name == "cae_batch_size_count" and s.labels.get("model") == "encoder"]
+              if s.name == "cae_batch_size_count" and s.labels.get("model") == "tiny_autoencoder.encoder"]
     assert counts == [6.0]  # six runs of one image
 
 

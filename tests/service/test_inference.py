@@ -94,7 +94,7 @@ def test_encode_decode_round_trip(client):
     ("get", "/nowhere", {}, 404, "not_found"),
 ])
 def test_status_code_table(client, method, path, kwargs, status, code):
-    channels = client.app.state.runtime.models["decoder"].input_channels
+    channels = client.app.state.runtime.model("decoder").input_channels
     if "json" in kwargs and kwargs["json"]["shape"][0] == "C":  # "C" stands for the decoder's latent channels
         kwargs = {"json": {"shape": [channels, 2, 2], "latent": kwargs["json"]["latent"] * (channels if len(kwargs["json"]["latent"]) == 4 else 1)}}
     if "content" in kwargs and b"[C," in kwargs["content"]:

@@ -28,7 +28,7 @@ def jpeg(width: int, height: int, seed: int = 0, exif=None) -> bytes:
 
 def record_runs(app, role):
     """Wrap a model's session run to record the input shapes it is given."""
-    model = app.state.runtime.models[role]
+    model = app.state.runtime.model(role)
     shapes, run = [], model.run
 
     def recording(batch, options=None):
@@ -87,7 +87,7 @@ def test_a_small_request_waits_for_one_tile_not_for_a_whole_photo():
                     r = await c.post("/reconstruct", content=body, headers={"content-type": "image/jpeg"})
                     finished.append((name, r.status_code))
                 await asyncio.gather(send("photo", jpeg(1600, 1200), 0), send("thumbnail", png((32, 32)), 0.3))
-        return app.state.runtime.metrics.tiles.labels("encoder")._value.get()
+        return app.state.runtime.metrics.tiles.labels(app.state.runtime.model("encoder").key)._value.get()
 
     tiles = asyncio.run(go())
     assert tiles > 4
@@ -100,7 +100,7 @@ def test_an_image_too_large_for_the_memory_budget_is_tiled_not_refused():
     with client:
         resp = client.post("/reconstruct", content=jpeg(1200, 900), headers={"content-type": "image/jpeg"})
         assert resp.status_code == 200 and Image.open(io.BytesIO(resp.content)).size == (1200, 900)
-        assert client.app.state.runtime.metrics.tiles.labels("encoder")._value.get() > 1
+        assert client.app.state.runtime.metrics.tiles.labels(client.app.state.runtime.model("encoder").key)._value.get() > 1
 
 
 def test_a_request_that_can_never_fit_the_budget_is_413_with_the_numbers(model_dir):
@@ -136,7 +136,7 @@ def test_a_burst_gets_only_200s_and_fast_503s_never_504s(model_dir):
 
     async def go():
         async with app.router.lifespan_context(app):
-            model = app.state.runtime.models["colorizer"]
+            model = app.state.runtime.model("colorizer")
             run = model.run
 
             def slow(batch, options=None):
@@ -165,7 +165,7 @@ def test_after_a_504_no_compute_is_left_running(make_client):
     # the deadline: it must be stopped, leaving the model free for the next request at once.
     client = TestClient(create_app(Settings(model_dir=SHIPPED_MODELS, inference_timeout_s=1.0, tile_memory_mb=4096)))
     with client:
-        model = client.app.state.runtime.models["colorizer"]
+        model = client.app.state.runtime.model("colorizer")
         model.cost.seconds_per_pixel = 1e-9
         x = np.zeros((1, 1, 512, 768), dtype=np.float32)  # several seconds of work on this CPU
         started = time.perf_counter()
