@@ -39,6 +39,15 @@ def test_page_shows_original_reconstruction_and_colorization(model_dir, tmp_path
         assert sizes["original"] == [True, 40, 24]
         assert sizes["reconstruction"] == [True, 32, 32] and sizes["colorization"] == [True, 32, 32]  # the page asks for size=32
         assert driver.find_element(By.ID, "error").text == ""
+        # The family is listed (from /v1/models) with the default chosen; choosing another reconstructs with it.
+        WebDriverWait(driver, 30).until(lambda d: d.find_element(By.TAG_NAME, "body").get_attribute("data-autoencoders"))
+        options = driver.execute_script("return [...document.getElementById('autoencoder').options].map(o => [o.value, o.selected])")
+        assert options == [["tiny_autoencoder", True], ["tiny_fine", False]]  # smallest latent first (512, 1024 values)
+        driver.execute_script("document.body.dataset.done = ''")
+        driver.execute_script("const s = document.getElementById('autoencoder'); s.value = 'tiny_fine'; s.dispatchEvent(new Event('change'))")
+        WebDriverWait(driver, 30).until(lambda d: d.find_element(By.TAG_NAME, "body").get_attribute("data-done"))
+        asked = driver.execute_script("return performance.getEntriesByType('resource').map(e => e.name).filter(n => n.includes('/reconstruct'))")
+        assert asked[-1].endswith("/reconstruct?size=32&model=tiny_fine") and driver.find_element(By.ID, "error").text == ""
         # A file that is not an image: the service's message is shown, not a broken page.
         bad = tmp_path / "notes.png"
         bad.write_bytes(b"not an image")
