@@ -17,6 +17,7 @@ from PIL import Image
 from cae_client import (AsyncClient, Client, InvalidImage, InvalidInput, LatentResult, RetryPolicy, TooLarge, TransportError,
                         Unauthorised, Unavailable)
 from cae_client.cli import main as cli_main
+from cae_client.errors import CaeError
 from service.main import create_app
 from service.settings import Settings
 from tests.service.conftest import png
@@ -70,6 +71,24 @@ def test_sync_methods(app_client, tmp_path):
     zs = cae.encode_batch([png(), png(seed=1)])
     assert len(zs) == 2 and len(cae.decode_batch(zs)) == 2
     assert {m["role"] for m in cae.models()["models"]} == {"encoder", "decoder", "colorizer"}
+
+
+def test_every_autoencoder_of_the_family_by_name(app_client):
+    cae = app_client()
+    assert [a["name"] for a in cae.models()["autoencoders"]] == ["tiny_autoencoder", "tiny_fine"]
+    fine = cae.encode(png(), model="tiny_fine")
+    assert fine.model == "tiny_fine" and fine.shape == (4, 16, 16) and cae.encode(png()).shape == (8, 8, 8)
+    # An encode result is decoded by the autoencoder that made it, without naming it again.
+    back = cae.decode(fine)
+    assert back.model == "tiny_fine"
+    assert np.array_equal(np.asarray(back.image), np.asarray(cae.reconstruct(png(), size="32", model="tiny_fine").image))
+    assert cae.decode(fine.latent, model="tiny_fine").image.size == (32, 32)
+    assert [r.model for r in cae.reconstruct_batch([png(), png(seed=1)], model="tiny_fine")] == ["tiny_fine"] * 2
+    with pytest.raises(InvalidInput, match="for autoencoder tiny_autoencoder"):
+        cae.decode(fine.latent)  # a bare array goes to the default, which takes 8 channels
+    with pytest.raises(CaeError, match="no autoencoder 'nope'") as caught:
+        cae.reconstruct(png(), model="nope")
+    assert caught.value.status == 404
 
 
 def test_async_methods(model_dir):
@@ -185,6 +204,15 @@ def test_cli(app_client, tmp_path, monkeypatch, capsys):
     (tmp_path / "z.json").write_text(json.dumps(latent))
     assert cli_main(["decode", str(tmp_path / "z.json"), "-o", str(tmp_path / "back.png")]) == 0
     assert Image.open(tmp_path / "back.png").size == (32, 32)
+    # Another autoencoder of the family: its latent JSON names it, and decode uses it.
+    capsys.readouterr()
+    assert cli_main(["encode", str(src), "--json", "--model", "tiny_fine"]) == 0
+    fine = json.loads(capsys.readouterr().out)
+    assert fine["model"] == "tiny_fine" and fine["results"][0]["shape"] == [4, 16, 16]
+    (tmp_path / "fine.json").write_text(json.dumps(fine))
+    assert cli_main(["decode", str(tmp_path / "fine.json"), "-o", str(tmp_path / "fine.png")]) == 0
+    assert cli_main(["reconstruct", str(src), "-o", str(tmp_path / "fine_direct.png"), "--model", "tiny_fine"]) == 0
+    assert np.array_equal(np.asarray(Image.open(tmp_path / "fine.png")), np.asarray(Image.open(tmp_path / "fine_direct.png")))
     bad = tmp_path / "bad.png"
     bad.write_bytes(b"junk")
     assert cli_main(["reconstruct", str(bad), "-o", str(tmp_path / "x.png")]) == 1

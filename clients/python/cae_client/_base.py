@@ -131,8 +131,9 @@ def parse_latents(response: httpx.Response) -> list[LatentResult]:
 
 
 def latent_body(latent: LatentResult | np.ndarray | dict) -> dict:
+    """The /decode body; an `encode` result names its autoencoder, so the same one decodes it."""
     if isinstance(latent, LatentResult):
-        return latent.to_json()
+        return {**latent.to_json(), **({"model": latent.model} if latent.model else {})}
     if isinstance(latent, np.ndarray):
         if latent.ndim != 3:
             raise ValueError(f"a latent is (C, h, w), got shape {latent.shape}")

@@ -16,8 +16,9 @@ def _headers(api_key: str | None) -> dict[str, str]:
     return {"Authorization": f"Bearer {api_key}"} if api_key else {}
 
 
-def _image_params(size: str, format: str | None = None) -> dict[str, str]:
-    return {"size": size, **({"format": format} if format else {})}
+def _image_params(size: str, format: str | None = None, model: str | None = None) -> dict[str, str]:
+    """Query parameters; `model`: which autoencoder of the service's family (None: its default)."""
+    return {"size": size, **({"format": format} if format else {}), **({"model": model} if model else {})}
 
 
 class Client:
@@ -58,11 +59,13 @@ class Client:
             attempt += 1
 
     # Images in, images out.
-    def reconstruct(self, image: ImageInput, *, size: str = "native", format: str | None = None) -> ImageResult:
-        return self.reconstruct_batch([image], size=size, format=format)[0]
+    def reconstruct(self, image: ImageInput, *, size: str = "native", format: str | None = None,
+                    model: str | None = None) -> ImageResult:
+        return self.reconstruct_batch([image], size=size, format=format, model=model)[0]
 
-    def reconstruct_batch(self, images: list[ImageInput], *, size: str = "native", format: str | None = None) -> list[ImageResult]:
-        return _base.parse_images(self._send(**_base.image_request("/reconstruct", images, _image_params(size, format))))
+    def reconstruct_batch(self, images: list[ImageInput], *, size: str = "native", format: str | None = None,
+                          model: str | None = None) -> list[ImageResult]:
+        return _base.parse_images(self._send(**_base.image_request("/reconstruct", images, _image_params(size, format, model))))
 
     def colorize(self, image: ImageInput, *, size: str = "native", format: str | None = None) -> ImageResult:
         return self.colorize_batch([image], size=size, format=format)[0]
@@ -71,18 +74,20 @@ class Client:
         return _base.parse_images(self._send(**_base.image_request("/colorize", images, _image_params(size, format))))
 
     # Latents.
-    def encode(self, image: ImageInput, *, size: str = "32") -> LatentResult:
-        return self.encode_batch([image], size=size)[0]
+    def encode(self, image: ImageInput, *, size: str = "32", model: str | None = None) -> LatentResult:
+        return self.encode_batch([image], size=size, model=model)[0]
 
-    def encode_batch(self, images: list[ImageInput], *, size: str = "32") -> list[LatentResult]:
-        return _base.parse_latents(self._send(**_base.image_request("/encode", images, {"size": size})))
+    def encode_batch(self, images: list[ImageInput], *, size: str = "32", model: str | None = None) -> list[LatentResult]:
+        return _base.parse_latents(self._send(**_base.image_request("/encode", images, _image_params(size, model=model))))
 
-    def decode(self, latent, *, format: str | None = None) -> ImageResult:
-        params = {"format": format} if format else {}
+    def decode(self, latent, *, format: str | None = None, model: str | None = None) -> ImageResult:
+        """`latent`: an `encode` result (decoded by the autoencoder that made it), an array (C, h, w), or a
+        dict {shape, latent[, model]}; `model` names the autoencoder (None: the latent's own, else the default)."""
+        params = {**({"format": format} if format else {}), **({"model": model} if model else {})}
         return _base.parse_images(self._send(method="POST", url="/decode", json=_base.latent_body(latent), params=params))[0]
 
-    def decode_batch(self, latents: list, *, format: str | None = None) -> list[ImageResult]:
-        return [self.decode(z, format=format) for z in latents]
+    def decode_batch(self, latents: list, *, format: str | None = None, model: str | None = None) -> list[ImageResult]:
+        return [self.decode(z, format=format, model=model) for z in latents]
 
     # The service.
     def models(self) -> dict:
@@ -134,11 +139,13 @@ class AsyncClient:
             await asyncio.sleep(self.retries.delay(attempt, response))
             attempt += 1
 
-    async def reconstruct(self, image: ImageInput, *, size: str = "native", format: str | None = None) -> ImageResult:
-        return (await self.reconstruct_batch([image], size=size, format=format))[0]
+    async def reconstruct(self, image: ImageInput, *, size: str = "native", format: str | None = None,
+                    model: str | None = None) -> ImageResult:
+        return (await self.reconstruct_batch([image], size=size, format=format, model=model))[0]
 
-    async def reconstruct_batch(self, images: list[ImageInput], *, size: str = "native", format: str | None = None) -> list[ImageResult]:
-        return _base.parse_images(await self._send(**_base.image_request("/reconstruct", images, _image_params(size, format))))
+    async def reconstruct_batch(self, images: list[ImageInput], *, size: str = "native", format: str | None = None,
+                          model: str | None = None) -> list[ImageResult]:
+        return _base.parse_images(await self._send(**_base.image_request("/reconstruct", images, _image_params(size, format, model))))
 
     async def colorize(self, image: ImageInput, *, size: str = "native", format: str | None = None) -> ImageResult:
         return (await self.colorize_batch([image], size=size, format=format))[0]
@@ -146,18 +153,20 @@ class AsyncClient:
     async def colorize_batch(self, images: list[ImageInput], *, size: str = "native", format: str | None = None) -> list[ImageResult]:
         return _base.parse_images(await self._send(**_base.image_request("/colorize", images, _image_params(size, format))))
 
-    async def encode(self, image: ImageInput, *, size: str = "32") -> LatentResult:
-        return (await self.encode_batch([image], size=size))[0]
+    async def encode(self, image: ImageInput, *, size: str = "32", model: str | None = None) -> LatentResult:
+        return (await self.encode_batch([image], size=size, model=model))[0]
 
-    async def encode_batch(self, images: list[ImageInput], *, size: str = "32") -> list[LatentResult]:
-        return _base.parse_latents(await self._send(**_base.image_request("/encode", images, {"size": size})))
+    async def encode_batch(self, images: list[ImageInput], *, size: str = "32", model: str | None = None) -> list[LatentResult]:
+        return _base.parse_latents(await self._send(**_base.image_request("/encode", images, _image_params(size, model=model))))
 
-    async def decode(self, latent, *, format: str | None = None) -> ImageResult:
-        params = {"format": format} if format else {}
+    async def decode(self, latent, *, format: str | None = None, model: str | None = None) -> ImageResult:
+        """`latent`: an `encode` result (decoded by the autoencoder that made it), an array (C, h, w), or a
+        dict {shape, latent[, model]}; `model` names the autoencoder (None: the latent's own, else the default)."""
+        params = {**({"format": format} if format else {}), **({"model": model} if model else {})}
         return _base.parse_images(await self._send(method="POST", url="/decode", json=_base.latent_body(latent), params=params))[0]
 
-    async def decode_batch(self, latents: list, *, format: str | None = None) -> list[ImageResult]:
-        return list(await asyncio.gather(*[self.decode(z, format=format) for z in latents]))
+    async def decode_batch(self, latents: list, *, format: str | None = None, model: str | None = None) -> list[ImageResult]:
+        return list(await asyncio.gather(*[self.decode(z, format=format, model=model) for z in latents]))
 
     async def models(self) -> dict:
         response = await self._send(method="GET", url="/v1/models")

@@ -4,6 +4,7 @@
     cae-client colorize gray.jpg -o colour.png --size native
     cae-client encode in.png --json > latent.json      # the service's own /encode JSON
     cae-client decode latent.json -o out.png             # takes that, a curl'd /encode body, or one {shape, latent}
+    cae-client reconstruct in.png -o out.png --model rae_w16_d1_z2_b1   # another autoencoder of the family
     cae-client models
 
 The service address and key come from --url/--api-key or CAE_URL/CAE_API_KEY.
@@ -21,6 +22,9 @@ from cae_client import Client
 from cae_client.errors import CaeError
 
 
+MODEL_HELP = "which autoencoder of the service's family (`cae-client models` lists them; default: the service's default)"
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="cae-client", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--url", default=os.environ.get("CAE_URL", "http://127.0.0.1:8000"), help="service URL (env CAE_URL)")
@@ -33,14 +37,19 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("-o", "--output", type=Path, required=True, help="output file (one image) or folder (several)")
         p.add_argument("--size", default="native", choices=["native", "32"])
         p.add_argument("--format", default=None, choices=["png", "jpeg", "webp"], help="default: from the output suffix, else png")
+        if name == "reconstruct":
+            p.add_argument("--model", default=None, help=MODEL_HELP)
     p = sub.add_parser("encode", help="latent vectors of images")
     p.add_argument("images", nargs="+", type=Path)
+    p.add_argument("--model", default=None, help=MODEL_HELP)
     p.add_argument("--json", action="store_true", help="print the service's /encode JSON (what decode takes); default: a summary")
     p.add_argument("--size", default="32", choices=["native", "32"])
     p = sub.add_parser("decode", help="latents (JSON from encode) back to images")
     p.add_argument("latent", type=Path, help="JSON file (- for stdin): `encode --json`'s output or the service's /encode "
                    "response (one image per result), or one {\"shape\", \"latent\"} object or a list of them")
     p.add_argument("-o", "--output", type=Path, required=True, help="output file (one latent) or folder (several)")
+    p.add_argument("--model", default=None, help="which autoencoder decodes (default: the one the JSON names, else the "
+                   "service's default)")
     sub.add_parser("models", help="the models the service runs")
     sub.add_parser("ready", help="exit 0 when the service is ready")
     return parser
@@ -54,12 +63,14 @@ def _format_for(path: Path, explicit: str | None) -> str:
 
 def latents_from_json(body) -> list[dict]:
     """The latents in any JSON form the service or this client writes: /encode's {"results": [...]}, one
-    {"shape", "latent"} (the /decode body), or a list of those."""
+    {"shape", "latent"} (the /decode body), or a list of those; each keeps the autoencoder the JSON names."""
     items = body["results"] if isinstance(body, dict) and "results" in body else body if isinstance(body, list) else [body]
     if not items or not all(isinstance(z, dict) and "shape" in z and "latent" in z for z in items):
         raise ValueError("expected /encode's JSON ({\"results\": [...]}), or {\"shape\": [C, h, w], \"latent\": [...]} "
                          "objects")
-    return [{"shape": z["shape"], "latent": z["latent"]} for z in items]
+    shared = body.get("model") if isinstance(body, dict) and "results" in body else None
+    return [{"shape": z["shape"], "latent": z["latent"], **({"model": z.get("model", shared)} if z.get("model", shared) else {})}
+            for z in items]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -79,7 +90,8 @@ def _run(args) -> int:
             if args.command in ("reconstruct", "colorize"):
                 fmt = _format_for(args.output, args.format) if len(args.images) == 1 else (args.format or "png")
                 method = getattr(client, f"{args.command}_batch")
-                results = method(args.images, size=args.size, format=fmt)
+                extra = {"model": args.model} if args.command == "reconstruct" else {}
+                results = method(args.images, size=args.size, format=fmt, **extra)
                 if len(results) == 1:
                     results[0].image.save(args.output)
                     print(args.output)
@@ -90,7 +102,7 @@ def _run(args) -> int:
                         r.image.save(out)
                         print(out)
             elif args.command == "encode":
-                latents = client.encode_batch(args.images, size=args.size)
+                latents = client.encode_batch(args.images, size=args.size, model=args.model)
                 if args.json:  # the same shape as the service's /encode response
                     print(json.dumps({"model": latents[0].model, "version": latents[0].version,
                                       "results": [z.to_json() for z in latents]}))
@@ -102,11 +114,11 @@ def _run(args) -> int:
                 text = sys.stdin.read() if str(args.latent) == "-" else args.latent.read_text()
                 latents = latents_from_json(json.loads(text))
                 if len(latents) == 1:
-                    client.decode(latents[0], format=_format_for(args.output, None)).image.save(args.output)
+                    client.decode(latents[0], format=_format_for(args.output, None), model=args.model).image.save(args.output)
                     print(args.output)
                 else:
                     args.output.mkdir(parents=True, exist_ok=True)
-                    for i, result in enumerate(client.decode_batch(latents, format="png")):
+                    for i, result in enumerate(client.decode_batch(latents, format="png", model=args.model)):
                         out = args.output / f"latent_{i:03d}.png"
                         result.image.save(out)
                         print(out)
