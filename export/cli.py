@@ -13,8 +13,10 @@ MODELS_OUT = "models"  # the shipped models: a dry run never writes here
 def cmd_export(args) -> int:
     from training.cli import DRY_RUN, dry_run_folder
 
-    if not args.autoencoder and not args.colorizer and not args.dry_run:
+    if not args.autoencoder and not args.colorizer and not args.dry_run and not args.reuse:
         raise ValueError("nothing to export: give --autoencoder run(s), --colorizer, or both")
+    if args.reuse and not (Path(args.reuse) / "manifest.json").is_file():
+        raise FileNotFoundError(f"--reuse {args.reuse}: no manifest.json (a models folder of `cae export`)")
     runs = [Path(r) for r in args.autoencoder or []] + ([Path(args.colorizer)] if args.colorizer else [])
     for run in runs:  # checked before anything runs, dry run or not
         if not (run / "checkpoint.pt").is_file():
@@ -51,7 +53,9 @@ def cmd_export(args) -> int:
         train(ColorizerConfig(width=4), config, out=colorizer, progress=False)
         out, data, triton_dir = folder / "models", None, folder / "triton" if triton_dir else None
     command = "cae " + " ".join(sys.argv[1:]) if sys.argv and sys.argv[0].endswith("cae") and not args.dry_run else None
-    manifest = export_models(autoencoders, colorizer, out, options, data=data, triton_dir=triton_dir, command=command, **decoding)
+    reuse = Path(args.reuse) if args.reuse and not args.dry_run else None
+    manifest = export_models(autoencoders, colorizer, out, options, data=data, triton_dir=triton_dir, command=command,
+                             reuse=reuse, default=args.default, **decoding)
     for facts in manifest["models"].values():
         print(f"{out / facts['file']}: {facts['name']}, sha256 {facts['sha256'][:12]}, test " +
               ", ".join(f"{k} {v:.4g}" for k, v in facts["test"].items() if isinstance(v, float)))
@@ -61,9 +65,15 @@ def cmd_export(args) -> int:
 
 def add_commands(sub) -> None:
     p = sub.add_parser("export", help="checkpoints -> ONNX files, manifest and model card (the service's models/)",
-                       description="Export the chosen autoencoder (of the candidates given, by the rule in export/choose.py) "
-                                   "and a colorizer to ONNX; parity with PyTorch is checked and any mismatch fails the export.")
-    p.add_argument("--autoencoder", nargs="+", metavar="RUN", help="autoencoder run folder(s) (`cae train`, a sweep's trials/<name>)")
+                       description="Export a family of autoencoders (every run given; the default by the rule in "
+                                   "export/choose.py) and a colorizer to ONNX; parity with PyTorch is checked and any mismatch "
+                                   "fails the export.")
+    p.add_argument("--autoencoder", nargs="+", metavar="RUN", help="autoencoder run folder(s) (`cae train`, a sweep's trials/<name>): "
+                   "each becomes a member of the served family, named by its model name")
+    p.add_argument("--default", metavar="NAME", help="the default autoencoder (default: by the rule in export/choose.py)")
+    p.add_argument("--reuse", metavar="DIR", help="an earlier export (e.g. models) whose models this one keeps unless it replaces "
+                   "them: autoencoders of other names, and the colorizer when --colorizer is not given; files are checked and "
+                   "copied unchanged (for models whose checkpoints are gone)")
     p.add_argument("--colorizer", metavar="RUN", help="colorizer run folder (`cae train-colorizer`)")
     p.add_argument("--out", default=MODELS_OUT, help=f"output folder, replaced only when the export succeeds (default {MODELS_OUT})")
     p.add_argument("--exporter", default="dynamo", choices=["dynamo", "torchscript"], help="torch.onnx exporter (default dynamo)")

@@ -1,4 +1,5 @@
-"""Checkpoints in, the contract's files out: encoder.onnx, decoder.onnx, colorizer.onnx, manifest.json.
+"""Checkpoints in, the contract's files out: one folder per autoencoder of the family (<name>/encoder.onnx,
+<name>/decoder.onnx), colorizer.onnx, manifest.json (cae.manifest) and MODEL_CARD.md.
 
 `export_models` exports each graph, checks it with onnx.checker (full check), compares it with PyTorch on
 random and real images at two sizes (failing on any difference past the tolerance), scores the exported
@@ -18,7 +19,7 @@ import onnx
 import onnxruntime as ort
 import torch
 
-from cae.manifest import FILES, FORMAT, read_manifest, verify_files, write_manifest
+from cae.manifest import COLORIZER, FORMAT, Manifest, ManifestError, model_file, model_key, read_manifest, verify_files, write_manifest
 from export import graphs, model_card, triton
 from export.choose import RULE, Candidate, choose, evaluate_candidates
 from export.onnx_export import DEFAULT_OPSET, describe, export_graph, io_description, parity, session, sha256
@@ -108,8 +109,9 @@ def _export_one(module, spec, example, stride, path, options, cases) -> dict[str
     return diffs
 
 
-def export_autoencoder(run: Path, out: Path, options: ExportOptions, data: ImageArray | None, selection: dict | None) -> dict[str, dict]:
-    run = Run.load(run)
+def export_autoencoder(candidate: Candidate, out: Path, options: ExportOptions, data: ImageArray | None) -> dict[str, dict]:
+    """One member of the family: its two files under out/<name>/, and their manifest entries by key."""
+    run = Run.load(candidate.run)
     if run.kind != "reconstruction":
         raise ValueError(f"{run.folder} is a {run.kind} run, not an autoencoder")
     model, config = run.model(), run.model_config
@@ -126,23 +128,23 @@ def export_autoencoder(run: Path, out: Path, options: ExportOptions, data: Image
         g = torch.Generator().manual_seed(1)
         scale = float(latent_cases["encoded_real_32x32"].std())
         latent_cases["random_4x4_latents"] = torch.randn(2, latent_channels, 4, 4, generator=g) * scale
-    enc_path, dec_path = out / FILES["encoder"], out / FILES["decoder"]
+    enc_path, dec_path = out / model_file(run.name, "encoder"), out / model_file(run.name, "decoder")
+    enc_path.parent.mkdir(parents=True, exist_ok=True)
     enc_parity = _export_one(enc_graph, graphs.encoder_spec(latent_channels), image_cases["random_32x32"], stride, enc_path, options, image_cases)
     dec_parity = _export_one(dec_graph, graphs.decoder_spec(latent_channels), latent_cases["encoded_real_32x32"], stride, dec_path, options, latent_cases)
 
     test = _as_float(data.images[split.test])
     metrics = score_autoencoder(enc_path, dec_path, test, options.eval_batch_size)
-    common = {**_common_facts(run, options), "name": run.name, "stride": stride,
+    common = {**_common_facts(run, options), "name": run.name, "autoencoder": run.name, "stride": stride,
               "latent_channels": latent_channels, "latent_size_32x32": config.latent_size(32, 32),
               "parameters": sum(p.numel() for p in model.parameters())}
-    test_facts = {"images": len(split.test), **metrics}
-    if selection:
-        test_facts["pca_psnr"] = selection["chosen"]["pca_psnr"]
+    test_facts = {"images": len(split.test), **metrics, "pca_psnr": round(candidate.pca_psnr, 3)}
     return {
-        "encoder": {**common, "role": "encoder", "parity": enc_parity, "test": test_facts,
-                    "parameters": sum(p.numel() for p in model.encoder.parameters())},
-        "decoder": {**common, "role": "decoder", "form": options.decoder_form, "parity": dec_parity, "test": test_facts,
-                    "parameters": sum(p.numel() for p in model.decoder.parameters())},
+        model_key(run.name, "encoder"): {**common, "role": "encoder", "file": model_file(run.name, "encoder"), "parity": enc_parity,
+                                         "test": test_facts, "parameters": sum(p.numel() for p in model.encoder.parameters())},
+        model_key(run.name, "decoder"): {**common, "role": "decoder", "file": model_file(run.name, "decoder"), "form": options.decoder_form,
+                                         "parity": dec_parity, "test": test_facts,
+                                         "parameters": sum(p.numel() for p in model.decoder.parameters())},
     }
 
 
@@ -167,45 +169,92 @@ def export_colorizer(run: Path, out: Path, options: ExportOptions, data: ImageAr
     stride = graphs.colorizer_stride(colorizer)
     graph = graphs.ColorizerGraph(colorizer).eval()
     print(f"exporting {run.name} from {_relative(run.path)}" + (f" with decoding {decoding}" if decoding else ""))
-    path = out / FILES["colorizer"]
+    path = out / "colorizer.onnx"
     cases = _image_cases(real, stride)
     diffs = _export_one(graph, graphs.COLORIZER_SPEC, cases["random_32x32"], stride, path, options, cases)
     test = _as_float(data.images[test_idx])
     metrics = score_colorizer(path, test, options.eval_batch_size)
     baseline = grayscale_baseline(data.images, test_idx)
-    return {**_common_facts(run, options), "role": "colorizer", "name": run.name, "stride": stride,
+    return {**_common_facts(run, options), "role": "colorizer", "file": path.name, "name": run.name, "stride": stride,
             "decoding": decoding, "parameters": colorizer.num_parameters(), "parity": diffs,
             "test": {"images": len(test_idx), "grayscale_images_left_out": len(split.test) - len(test_idx),
                      **metrics, "grayscale_baseline": baseline}}
 
 
-def _export_into(staging: Path, autoencoders: list[Path], colorizer: Path | None, options: ExportOptions,
-                 data: ImageArray | None, temperature: float | None, prior_correction: float | None, command: str | None) -> dict:
-    entries: dict[str, dict] = {}
-    selection = None
-    if autoencoders:
-        candidates = evaluate_candidates(autoencoders, data)
-        chosen: Candidate = choose(candidates)
-        selection = {"rule": RULE, "chosen": chosen.row(), "candidates": [c.row() for c in candidates]}
-        print(f"chosen autoencoder: {chosen.name} (test PSNR {chosen.psnr:.2f} dB vs PCA {chosen.pca_psnr:.2f} dB at "
-              f"{chosen.latent_size} values: {chosen.margin:+.2f} dB) of {len(candidates)} candidate(s)")
-        entries.update(export_autoencoder(chosen.run, staging, options, data, selection))
-    if colorizer is not None:
-        entries["colorizer"] = export_colorizer(colorizer, staging, options, data, temperature, prior_correction)
+def _reused(reuse: Path | None, replaced: set[str], staging: Path) -> tuple[dict[str, dict], list[Candidate]]:
+    """The models of an earlier export that this one keeps (their checkpoints may be long gone): every
+    autoencoder not exported again by name, and the colorizer unless one is exported. Files are checked
+    against their manifest and copied unchanged into this export's layout."""
+    if reuse is None:
+        return {}, []
+    try:
+        old: Manifest = read_manifest(reuse)
+        verify_files(reuse, old)
+    except ManifestError as e:
+        raise ValueError(f"--reuse {reuse}: {e}") from None
+    kept: dict[str, dict] = {}
+    for key, entry in old.models.items():
+        name = entry.autoencoder
+        if (name or COLORIZER) in replaced:
+            continue
+        file = model_file(name, entry.role) if name else "colorizer.onnx"
+        (staging / file).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(reuse / entry.file, staging / file)
+        origin = {"folder": _relative(reuse), "created": old.facts.get("created"), "command": old.facts.get("command")}
+        kept[key] = {**entry.facts, "file": file, "reused_from": entry.facts.get("reused_from", origin)}
+    candidates = []
+    for name, ae in old.autoencoders.items():
+        facts = ae.encoder.facts
+        if name in replaced or "pca_psnr" not in facts.get("test", {}):
+            continue
+        candidates.append(Candidate(Path(facts.get("checkpoint", {}).get("path", name)), name, facts["latent_size_32x32"],
+                                    facts.get("checkpoint", {}).get("epochs", 0), facts.get("data", {}).get("fraction", 1.0),
+                                    facts["test"]["psnr"], facts["test"]["pca_psnr"]))
+    return kept, candidates
 
-    for role, facts in entries.items():
-        path = staging / FILES[role]
-        facts.update({"file": FILES[role], **io_description(path)})
-        describe(path, facts, doc=model_card.ROLE_DOCS[role])
-    for role, facts in entries.items():  # checksums after the metadata is in the files
-        facts["sha256"] = sha256(staging / FILES[role])
-        facts["bytes"] = (staging / FILES[role]).stat().st_size
+
+def _export_into(staging: Path, autoencoders: list[Path], colorizer: Path | None, options: ExportOptions,
+                 data: ImageArray | None, temperature: float | None, prior_correction: float | None, command: str | None,
+                 reuse: Path | None = None, default: str | None = None) -> dict:
+    entries: dict[str, dict] = {}
+    candidates = evaluate_candidates(autoencoders, data) if autoencoders else []
+    names = [c.name for c in candidates]
+    if len(set(names)) != len(names):
+        raise ValueError("two autoencoder runs have the same model name: " + ", ".join(sorted({n for n in names if names.count(n) > 1})))
+    kept, kept_candidates = _reused(reuse, set(names) | ({COLORIZER} if colorizer is not None else set()), staging)
+    family = candidates + kept_candidates
+    selection = None
+    if family:
+        if default is not None:
+            chosen = next((c for c in family if c.name == default), None)
+            if chosen is None:
+                raise ValueError(f"--default {default}: not one of the autoencoders ({', '.join(c.name for c in family)})")
+            rule = f"named on the command line (--default {default})"
+        else:
+            chosen, rule = choose(family), RULE
+        selection = {"rule": rule, "chosen": chosen.row(), "candidates": [c.row() for c in family]}
+        print(f"default autoencoder: {chosen.name} (test PSNR {chosen.psnr:.2f} dB vs PCA {chosen.pca_psnr:.2f} dB at "
+              f"{chosen.latent_size} values: {chosen.margin:+.2f} dB) of a family of {len(family)}")
+    for candidate in candidates:
+        entries.update(export_autoencoder(candidate, staging, options, data))
+    if colorizer is not None:
+        entries[COLORIZER] = export_colorizer(colorizer, staging, options, data, temperature, prior_correction)
+
+    for key, facts in entries.items():
+        path = staging / facts["file"]
+        facts.update(io_description(path))
+        describe(path, facts, doc=model_card.ROLE_DOCS[facts["role"]])
+    for key, facts in entries.items():  # checksums after the metadata is in the files
+        facts["sha256"] = sha256(staging / facts["file"])
+        facts["bytes"] = (staging / facts["file"]).stat().st_size
+    entries.update(kept)
     manifest = {
         "format": FORMAT,
         "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         "versions": {"torch": torch.__version__, "onnx": onnx.__version__, "onnxruntime": ort.__version__},
         "command": command,
         "selection": selection,
+        "default_autoencoder": selection["chosen"]["name"] if selection else None,
         "models": entries,
     }
     write_manifest(staging, manifest)
@@ -215,16 +264,19 @@ def _export_into(staging: Path, autoencoders: list[Path], colorizer: Path | None
 
 def export_models(autoencoders: list[Path], colorizer: Path | None, out: Path, options: ExportOptions = ExportOptions(),
                   data: ImageArray | None = None, temperature: float | None = None, prior_correction: float | None = None,
-                  triton_dir: Path | None = None, command: str | None = None) -> dict:
-    """Export the chosen autoencoder (by the rule in export.choose) and the colorizer; returns the manifest."""
-    if not autoencoders and colorizer is None:
+                  triton_dir: Path | None = None, command: str | None = None, reuse: Path | None = None,
+                  default: str | None = None) -> dict:
+    """Export every autoencoder given (the family; the default by the rule in export.choose unless named) and
+    the colorizer, keeping what `reuse` (an earlier export) has and this one does not replace; returns the manifest."""
+    if not autoencoders and colorizer is None and reuse is None:
         raise ValueError("nothing to export: give autoencoder run(s), a colorizer run, or both")
     out = Path(out)
     staging = out.with_name(out.name + ".partial")
     shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir(parents=True)
     try:
-        manifest = _export_into(staging, autoencoders, colorizer, options, data, temperature, prior_correction, command)
+        manifest = _export_into(staging, autoencoders, colorizer, options, data, temperature, prior_correction, command,
+                                reuse and Path(reuse), default)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)  # a failed or interrupted export leaves nothing behind
         raise

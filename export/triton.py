@@ -1,7 +1,10 @@
 """A Triton Inference Server model repository for the exported files.
 
-    <repo>/<role>/config.pbtxt      onnxruntime backend, dynamic batching, the contract's tensors
-    <repo>/<role>/1/model.onnx      a copy of the exported file (version 1 = the manifest's version)
+    <repo>/<key>/config.pbtxt      onnxruntime backend, dynamic batching, the contract's tensors
+    <repo>/<key>/1/model.onnx      a copy of the exported file (version 1 = the manifest's version)
+
+<key> is the manifest's: `<autoencoder>.encoder`, `<autoencoder>.decoder`, `colorizer` (the names the
+service's own V2 endpoints use).
 
 Triton adds the batch dimension itself (max_batch_size > 0), so dims list C, H, W with -1 for H and W.
 """
@@ -51,10 +54,10 @@ instance_group [
 
 def write_repository(models_dir: Path, manifest: dict, repo: Path) -> list[Path]:
     written = []
-    for role, facts in manifest["models"].items():
-        version_dir = repo / role / str(facts.get("version", 1))
+    for key, facts in manifest["models"].items():
+        version_dir = repo / key / str(facts.get("version", 1))
         version_dir.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(models_dir / facts["file"], version_dir / "model.onnx")
-        (repo / role / "config.pbtxt").write_text(config_pbtxt(role, facts))
-        written += [version_dir / "model.onnx", repo / role / "config.pbtxt"]
+        (repo / key / "config.pbtxt").write_text(config_pbtxt(key, facts))
+        written += [version_dir / "model.onnx", repo / key / "config.pbtxt"]
     return written

@@ -142,6 +142,6 @@ def test_export_and_color_report_have_dry_runs(tmp_path, capsys):
 
     assert main(["export", "--dry-run", "--out", str(tmp_path / "export")]) == 0
     manifest = json.loads((tmp_path / "export" / "models" / "manifest.json").read_text())
-    assert sorted(manifest["models"]) == ["colorizer", "decoder", "encoder"]
+    assert sorted(manifest["models"]) == ["colorizer", "rae_w4_d2_z2_b1.decoder", "rae_w4_d2_z2_b1.encoder"]
     assert main(["color-report", "--dry-run", "--out", str(tmp_path / "report")]) == 0
     assert "grayscale baseline" in (tmp_path / "report" / "report" / "results.md").read_text()

@@ -10,17 +10,31 @@ import pytest
 import torch
 
 from export.choose import Candidate, choose
-from cae.manifest import FILES, MANIFEST, ManifestError
+from cae.manifest import MANIFEST, ManifestError, read_manifest
 from export.exporter import ExportOptions, export_models, verify
 from export.onnx_export import ParityError, parity, read_metadata
 from export import graphs
 from training.color import luma
+from training.run import Run
 from training.train import CHECKPOINT, load_checkpoint, model_from_checkpoint
 
 
-def run(models, role, x):
-    sess = ort.InferenceSession(str(models / FILES[role]), providers=["CPUExecutionProvider"])
+def file_of(models, name):
+    """A model's file: by key, or `encoder`/`decoder` for the default autoencoder's."""
+    manifest = read_manifest(models)
+    entry = getattr(manifest.default, name) if name in ("encoder", "decoder") else manifest.models[name]
+    return models / entry.file
+
+
+def run(models, name, x):
+    sess = ort.InferenceSession(str(file_of(models, name)), providers=["CPUExecutionProvider"])
     return sess.run(None, {sess.get_inputs()[0].name: x.astype(np.float32)})[0]
+
+
+def entry(manifest, name):
+    """A manifest entry by key, or `encoder`/`decoder` for the default autoencoder's."""
+    key = f"{manifest['default_autoencoder']}.{name}" if name in ("encoder", "decoder") else name
+    return manifest["models"][key]
 
 
 def test_the_contract_names_types_and_dynamic_axes(exported_models):
@@ -28,20 +42,20 @@ def test_the_contract_names_types_and_dynamic_axes(exported_models):
     expected = {"encoder": ("image", ["N", 3, "H", "W"], "latent"), "decoder": ("latent", None, "image"),
                 "colorizer": ("gray", ["N", 1, "H", "W"], "image")}
     for role, (inp, shape, outp) in expected.items():
-        graph = onnx.load(str(models / FILES[role])).graph
+        graph = onnx.load(str(file_of(models, role))).graph
         assert [i.name for i in graph.input] == [inp] and [o.name for o in graph.output] == [outp]
         assert graph.input[0].type.tensor_type.elem_type == onnx.TensorProto.FLOAT
         assert graph.output[0].type.tensor_type.elem_type == onnx.TensorProto.FLOAT
         dims = [d.dim_param or d.dim_value for d in graph.input[0].type.tensor_type.shape.dim]
         if shape:
             assert dims == shape
-        assert manifest["models"][role]["inputs"][0]["shape"] == dims
+        assert entry(manifest, role)["inputs"][0]["shape"] == dims
 
 
 @pytest.mark.parametrize("n,h,w", [(1, 32, 32), (3, 64, 96), (2, 16, 48)])
 def test_any_batch_and_size_that_is_a_multiple_of_the_stride(exported_models, n, h, w):
     models, manifest = exported_models
-    enc = manifest["models"]["encoder"]
+    enc = entry(manifest, "encoder")
     x = np.random.default_rng(0).random((n, 3, h, w), dtype=np.float32)
     z = run(models, "encoder", x)
     assert z.shape == (n, enc["latent_channels"], h // enc["stride"], w // enc["stride"])
@@ -73,28 +87,66 @@ def test_manifest_checksums_and_metadata_describe_the_files(exported_models):
         assert max(facts["parity"].values()) <= 1e-4
         assert facts["checkpoint"]["sha256"] and facts["data"]["split_seed"] == 0
         assert set(facts["test"]) >= {"images", "psnr", "ssim"}
-    assert manifest["models"]["encoder"]["test"]["pca_psnr"] == manifest["selection"]["chosen"]["pca_psnr"]
+    assert entry(manifest, "encoder")["test"]["pca_psnr"] == manifest["selection"]["chosen"]["pca_psnr"]
     card = (models / "MODEL_CARD.md").read_text()
-    assert manifest["models"]["encoder"]["sha256"][:12] in card and "PCA" in card and "## Limits" in card
+    assert entry(manifest, "encoder")["sha256"][:12] in card and "PCA" in card and "## Limits" in card
+
+
+def test_every_autoencoder_given_is_a_member_of_the_family(exported_models, tiny_runs):
+    models, manifest = exported_models
+    names = {Run.load(tiny_runs[k]).name for k in ("residual", "study")}
+    assert set(read_manifest(models).autoencoders) == names
+    assert set(manifest["models"]) == {f"{n}.{r}" for n in names for r in ("encoder", "decoder")} | {"colorizer"}
+    for name in names:
+        enc, dec = manifest["models"][f"{name}.encoder"], manifest["models"][f"{name}.decoder"]
+        assert enc["file"] == f"{name}/encoder.onnx" and dec["file"] == f"{name}/decoder.onnx" and enc["autoencoder"] == name
+        candidate = next(c for c in manifest["selection"]["candidates"] if c["name"] == name)
+        assert enc["test"]["pca_psnr"] == candidate["pca_psnr"] and abs(enc["test"]["psnr"] - candidate["psnr"]) < 0.05
+        x = np.random.default_rng(0).random((1, 3, 32, 32), dtype=np.float32)
+        assert run(models, f"{name}.decoder", run(models, f"{name}.encoder", x)).shape == x.shape
+    assert manifest["default_autoencoder"] == manifest["selection"]["chosen"]["name"]
+    card = (models / "MODEL_CARD.md").read_text()
+    assert "the autoencoder family" in card and all(f"| {n}" in card for n in names) and "(default)" in card
+
+
+def test_reuse_keeps_what_an_export_does_not_replace(exported_models, tiny_runs, tmp_path):
+    models, first = exported_models
+    residual = Run.load(tiny_runs["residual"]).name
+    study = Run.load(tiny_runs["study"]).name
+    # Only the study autoencoder again (named the default): the residual one and the colorizer are kept as they were.
+    manifest = export_models([tiny_runs["study"]], None, tmp_path / "models", reuse=models, default=study)
+    assert manifest["default_autoencoder"] == study and manifest["selection"]["rule"].startswith("named on the command line")
+    for key in (f"{residual}.encoder", f"{residual}.decoder", "colorizer"):
+        kept = manifest["models"][key]
+        assert kept["sha256"] == first["models"][key]["sha256"] and kept["reused_from"]["created"] == first["created"]
+        assert (tmp_path / "models" / kept["file"]).read_bytes() == (models / first["models"][key]["file"]).read_bytes()
+    assert "reused_from" not in manifest["models"][f"{study}.encoder"]
+    assert {c["name"] for c in manifest["selection"]["candidates"]} == {residual, study}
+    assert verify(tmp_path / "models") and "kept from an earlier export" in (tmp_path / "models" / "MODEL_CARD.md").read_text()
+    with pytest.raises(ValueError, match="--default nope: not one of the autoencoders"):
+        export_models([tiny_runs["study"]], None, tmp_path / "other", reuse=models, default="nope")
+    with pytest.raises(ValueError, match="same model name"):
+        export_models([tiny_runs["study"], tiny_runs["study"]], None, tmp_path / "other")
 
 
 def test_a_tampered_file_fails_verification(exported_models, tmp_path):
     models, _ = exported_models
     copy = shutil.copytree(models, tmp_path / "models")
-    with open(copy / "decoder.onnx", "ab") as f:
+    with open(file_of(copy, "decoder"), "ab") as f:
         f.write(b"\0")
     with pytest.raises(ManifestError, match="sha256 does not match"):
         verify(copy)
-    (copy / "encoder.onnx").unlink()
+    file_of(copy, "encoder").unlink()
     with pytest.raises(ManifestError, match="missing"):
         verify(copy)
 
 
 def test_exported_metrics_match_pytorch_on_the_test_split(exported_models, tiny_runs):
     _, manifest = exported_models
-    chosen = manifest["selection"]["chosen"]["run"]
-    ckpt = load_checkpoint(f"{chosen}/{CHECKPOINT}")
-    assert manifest["models"]["encoder"]["test"]["psnr"] == pytest.approx(ckpt["state"]["test"]["psnr"], abs=1e-3)
+    for candidate in manifest["selection"]["candidates"]:
+        ckpt = load_checkpoint(f"{candidate['run']}/{CHECKPOINT}")
+        exported = manifest["models"][f"{candidate['name']}.encoder"]["test"]["psnr"]
+        assert exported == pytest.approx(ckpt["state"]["test"]["psnr"], abs=1e-3)
 
 
 def test_the_rule_picks_the_largest_margin_over_pca_within_the_latent_limit():
@@ -114,28 +166,31 @@ def test_parity_failure_is_loud(exported_models, tiny_runs):
     with torch.no_grad():
         next(model.parameters()).add_(0.5)  # PyTorch now differs from the exported file
     with pytest.raises(ParityError, match="differs from PyTorch"):
-        parity(graphs.EncoderGraph(model), models / "encoder.onnx", {"random": torch.rand(2, 3, 32, 32)}, 1e-4)
+        parity(graphs.EncoderGraph(model), file_of(models, "encoder"), {"random": torch.rand(2, 3, 32, 32)}, 1e-4)
 
 
 def test_torchscript_exporter_and_triton_repository(tiny_runs, tmp_path):
     manifest = export_models([tiny_runs["study"]], None, tmp_path / "models", ExportOptions(exporter="torchscript", opset=17),
                              triton_dir=tmp_path / "triton")
-    assert set(manifest["models"]) == {"encoder", "decoder"}
-    assert manifest["models"]["encoder"]["exporter"] == "torchscript" and manifest["models"]["encoder"]["opset"] == 17
+    name = Run.load(tiny_runs["study"]).name
+    assert set(manifest["models"]) == {f"{name}.encoder", f"{name}.decoder"}
+    assert entry(manifest, "encoder")["exporter"] == "torchscript" and entry(manifest, "encoder")["opset"] == 17
     x = np.random.default_rng(1).random((2, 3, 64, 32), dtype=np.float32)
     assert run(tmp_path / "models", "decoder", run(tmp_path / "models", "encoder", x)).shape == x.shape
-    config = (tmp_path / "triton/encoder/config.pbtxt").read_text()
+    config = (tmp_path / f"triton/{name}.encoder/config.pbtxt").read_text()
+    assert f'name: "{name}.encoder"' in config
     assert 'name: "image"' in config and "dims: [ 3, -1, -1 ]" in config and "dynamic_batching" in config
-    assert (tmp_path / "triton/decoder/1/model.onnx").read_bytes() == (tmp_path / "models/decoder.onnx").read_bytes()
+    assert (tmp_path / f"triton/{name}.decoder/1/model.onnx").read_bytes() == file_of(tmp_path / "models", "decoder").read_bytes()
 
 
 def test_the_sub_pixel_decoder_form(tiny_runs, exported_models, tmp_path):
     # The same function as the decoder's layers: upsampling gone, DepthToSpace in, parity checked by the export.
     manifest = export_models([tiny_runs["study"]], None, tmp_path / "models", ExportOptions(decoder_form="sub-pixel"))
-    assert manifest["models"]["decoder"]["form"] == "sub-pixel"
-    assert exported_models[1]["models"]["decoder"]["form"] == "layers"
-    ops = {n.op_type for n in onnx.load(tmp_path / "models/decoder.onnx").graph.node}
-    default_ops = {n.op_type for run_dir in [exported_models[0]] for n in onnx.load(run_dir / "decoder.onnx").graph.node}
+    name = Run.load(tiny_runs["study"]).name
+    assert manifest["models"][f"{name}.decoder"]["form"] == "sub-pixel"
+    assert exported_models[1]["models"][f"{name}.decoder"]["form"] == "layers"
+    ops = {n.op_type for n in onnx.load(tmp_path / "models" / name / "decoder.onnx").graph.node}
+    default_ops = {n.op_type for n in onnx.load(exported_models[0] / name / "decoder.onnx").graph.node}
     assert "DepthToSpace" in ops and "Resize" not in ops and "DepthToSpace" not in default_ops
     model = model_from_checkpoint(load_checkpoint(tiny_runs["study"] / CHECKPOINT)).eval()
     latent = torch.rand(2, model.config.latent_shape()[0], 4, 6)
