@@ -15,6 +15,8 @@ def cmd_export(args) -> int:
 
     if not args.autoencoder and not args.colorizer and not args.dry_run and not args.reuse:
         raise ValueError("nothing to export: give --autoencoder run(s), --colorizer, or both")
+    if args.keep and not args.reuse:
+        raise ValueError("--keep names models of --reuse DIR; give --reuse too")
     if args.reuse and not (Path(args.reuse) / "manifest.json").is_file():
         raise FileNotFoundError(f"--reuse {args.reuse}: no manifest.json (a models folder of `cae export`)")
     runs = [Path(r) for r in args.autoencoder or []] + ([Path(args.colorizer)] if args.colorizer else [])
@@ -55,7 +57,7 @@ def cmd_export(args) -> int:
     command = "cae " + " ".join(sys.argv[1:]) if sys.argv and sys.argv[0].endswith("cae") and not args.dry_run else None
     reuse = Path(args.reuse) if args.reuse and not args.dry_run else None
     manifest = export_models(autoencoders, colorizer, out, options, data=data, triton_dir=triton_dir, command=command,
-                             reuse=reuse, default=args.default, **decoding)
+                             reuse=reuse, default=args.default, keep=args.keep, **decoding)
     for facts in manifest["models"].values():
         print(f"{out / facts['file']}: {facts['name']}, sha256 {facts['sha256'][:12]}, test " +
               ", ".join(f"{k} {v:.4g}" for k, v in facts["test"].items() if isinstance(v, float)))
@@ -74,6 +76,7 @@ def add_commands(sub) -> None:
     p.add_argument("--reuse", metavar="DIR", help="an earlier export (e.g. models) whose models this one keeps unless it replaces "
                    "them: autoencoders of other names, and the colorizer when --colorizer is not given; files are checked and "
                    "copied unchanged (for models whose checkpoints are gone)")
+    p.add_argument("--keep", nargs="+", metavar="NAME", help="with --reuse: keep only these (autoencoder names, colorizer)")
     p.add_argument("--colorizer", metavar="RUN", help="colorizer run folder (`cae train-colorizer`)")
     p.add_argument("--out", default=MODELS_OUT, help=f"output folder, replaced only when the export succeeds (default {MODELS_OUT})")
     p.add_argument("--exporter", default="dynamo", choices=["dynamo", "torchscript"], help="torch.onnx exporter (default dynamo)")

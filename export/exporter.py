@@ -181,10 +181,11 @@ def export_colorizer(run: Path, out: Path, options: ExportOptions, data: ImageAr
                      **metrics, "grayscale_baseline": baseline}}
 
 
-def _reused(reuse: Path | None, replaced: set[str], staging: Path) -> tuple[dict[str, dict], list[Candidate]]:
+def _reused(reuse: Path | None, replaced: set[str], staging: Path, keep: list[str] | None = None) -> tuple[dict[str, dict], list[Candidate]]:
     """The models of an earlier export that this one keeps (their checkpoints may be long gone): every
-    autoencoder not exported again by name, and the colorizer unless one is exported. Files are checked
-    against their manifest and copied unchanged into this export's layout."""
+    autoencoder not exported again by name, and the colorizer unless one is exported; only those named in
+    `keep` if given (autoencoder names, `colorizer`). Files are checked against their manifest and copied
+    unchanged into this export's layout."""
     if reuse is None:
         return {}, []
     try:
@@ -192,6 +193,11 @@ def _reused(reuse: Path | None, replaced: set[str], staging: Path) -> tuple[dict
         verify_files(reuse, old)
     except ManifestError as e:
         raise ValueError(f"--reuse {reuse}: {e}") from None
+    known = set(old.autoencoders) | ({COLORIZER} if old.colorizer else set())
+    unknown = sorted(set(keep or []) - known)
+    if unknown:
+        raise ValueError(f"--keep {' '.join(unknown)}: not in {reuse} (it has {', '.join(sorted(known))})")
+    replaced = replaced | (known - set(keep) if keep is not None else set())
     kept: dict[str, dict] = {}
     for key, entry in old.models.items():
         name = entry.autoencoder
@@ -215,13 +221,13 @@ def _reused(reuse: Path | None, replaced: set[str], staging: Path) -> tuple[dict
 
 def _export_into(staging: Path, autoencoders: list[Path], colorizer: Path | None, options: ExportOptions,
                  data: ImageArray | None, temperature: float | None, prior_correction: float | None, command: str | None,
-                 reuse: Path | None = None, default: str | None = None) -> dict:
+                 reuse: Path | None = None, default: str | None = None, keep: list[str] | None = None) -> dict:
     entries: dict[str, dict] = {}
     candidates = evaluate_candidates(autoencoders, data) if autoencoders else []
     names = [c.name for c in candidates]
     if len(set(names)) != len(names):
         raise ValueError("two autoencoder runs have the same model name: " + ", ".join(sorted({n for n in names if names.count(n) > 1})))
-    kept, kept_candidates = _reused(reuse, set(names) | ({COLORIZER} if colorizer is not None else set()), staging)
+    kept, kept_candidates = _reused(reuse, set(names) | ({COLORIZER} if colorizer is not None else set()), staging, keep)
     family = candidates + kept_candidates
     selection = None
     if family:
@@ -265,7 +271,7 @@ def _export_into(staging: Path, autoencoders: list[Path], colorizer: Path | None
 def export_models(autoencoders: list[Path], colorizer: Path | None, out: Path, options: ExportOptions = ExportOptions(),
                   data: ImageArray | None = None, temperature: float | None = None, prior_correction: float | None = None,
                   triton_dir: Path | None = None, command: str | None = None, reuse: Path | None = None,
-                  default: str | None = None) -> dict:
+                  default: str | None = None, keep: list[str] | None = None) -> dict:
     """Export every autoencoder given (the family; the default by the rule in export.choose unless named) and
     the colorizer, keeping what `reuse` (an earlier export) has and this one does not replace; returns the manifest."""
     if not autoencoders and colorizer is None and reuse is None:
@@ -276,7 +282,7 @@ def export_models(autoencoders: list[Path], colorizer: Path | None, out: Path, o
     staging.mkdir(parents=True)
     try:
         manifest = _export_into(staging, autoencoders, colorizer, options, data, temperature, prior_correction, command,
-                                reuse and Path(reuse), default)
+                                reuse and Path(reuse), default, keep)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)  # a failed or interrupted export leaves nothing behind
         raise

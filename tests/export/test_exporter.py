@@ -123,6 +123,10 @@ def test_reuse_keeps_what_an_export_does_not_replace(exported_models, tiny_runs,
     assert "reused_from" not in manifest["models"][f"{study}.encoder"]
     assert {c["name"] for c in manifest["selection"]["candidates"]} == {residual, study}
     assert verify(tmp_path / "models") and "kept from an earlier export" in (tmp_path / "models" / "MODEL_CARD.md").read_text()
+    only_colorizer = export_models([tiny_runs["study"]], None, tmp_path / "third", reuse=models, keep=["colorizer"])
+    assert sorted(only_colorizer["models"]) == sorted(["colorizer", f"{study}.decoder", f"{study}.encoder"])
+    with pytest.raises(ValueError, match="--keep nope: not in"):
+        export_models([tiny_runs["study"]], None, tmp_path / "other", reuse=models, keep=["nope"])
     with pytest.raises(ValueError, match="--default nope: not one of the autoencoders"):
         export_models([tiny_runs["study"]], None, tmp_path / "other", reuse=models, default="nope")
     with pytest.raises(ValueError, match="same model name"):
