@@ -90,8 +90,9 @@ def _family_section(manifest: dict) -> list[str]:
     lines += ["", "Trained with:", ""]
     for f in members:
         origin = f" (kept from an earlier export: {f['reused_from']['folder']}, {f['reused_from']['created']})" if f.get("reused_from") else ""
-        seconds = f["training"].get("train_seconds")
-        wall = f", {seconds / 60:.0f} min" if isinstance(seconds, (int, float)) else ""
+        seconds, hardware = f["training"].get("train_seconds"), f["training"].get("hardware")
+        wall = f", {seconds / 60:.0f} min of training" if isinstance(seconds, (int, float)) else ""
+        wall += f" on {' then '.join(hardware)}" if hardware else ""
         lines.append(f"- {f['autoencoder']}: `{_train_command(f)}` ({_epochs(f)} on {f['data']['sizes']['train']:,} training images of "
                      f"`{f['data']['source']}`, split seed {f['data']['split_seed']}{wall}){origin}")
     lines.append("")

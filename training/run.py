@@ -33,6 +33,7 @@ class RunState:
     steps: list[float] = field(default_factory=list)  # training loss per logged step
     test: dict | None = None  # test metrics once finished
     train_seconds: float = 0.0
+    hardware: list[str] = field(default_factory=list)  # what trained it, one entry per change (a run may resume elsewhere)
 
 
 @dataclass(frozen=True)

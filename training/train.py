@@ -17,6 +17,7 @@ from __future__ import annotations
 import csv
 import json
 import math
+import platform
 import os
 import time
 from dataclasses import asdict, replace
@@ -54,6 +55,19 @@ def resolve_device(name: str) -> torch.device:
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ValueError("device cuda requested but torch sees no CUDA device")
     return device
+
+
+def describe_hardware(device: torch.device) -> str:
+    """What trains, in words: the GPU's name, or the CPU's model and the threads torch uses."""
+    if device.type == "cuda":
+        return f"{torch.cuda.get_device_name(device)} (CUDA {torch.version.cuda}, torch {torch.__version__})"
+    model = platform.processor() or platform.machine()
+    try:
+        model = next(line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                     if line.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    return f"{model}, {torch.get_num_threads()} threads (torch {torch.__version__})"
 
 
 def resolve_precision(name: str, device: torch.device) -> torch.dtype:
@@ -287,6 +301,9 @@ def train(
             return _result(task, config, state, split, data, model)
         if state.epoch < config.epochs:
             state.test = None  # more epochs asked for than were run: test again at the end
+    hardware = describe_hardware(device)
+    if not state.hardware or state.hardware[-1] != hardware:
+        state.hardware.append(hardware)
     _atomic_write(out / "config.json", lambda p: p.write_text(json.dumps({"task": task.kind, "model": asdict(model_config), "train": asdict(config), "name": task.name}, indent=2)))
 
     # The decoded uint8 images stay on the device: no host-to-device copy or collation per batch.
@@ -366,6 +383,7 @@ def _result(task, config, state: RunState, split, data, model) -> dict:
         **task.summary(model),
         "epochs": state.epoch,
         "train_seconds": round(state.train_seconds, 2),
+        "hardware": state.hardware,
         "images_per_second": round(state.epoch * len(split.train) / max(state.train_seconds, 1e-9), 1),
         "test": state.test,
         "val": {k.removeprefix("val_"): v for k, v in state.history[-1].items() if k.startswith("val_")},

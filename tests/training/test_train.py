@@ -80,6 +80,9 @@ def test_more_epochs_continue_a_finished_run(tmp_path):
     result = train(TINY_MODEL, TrainConfig(**{**SMALL.__dict__, "epochs": 3}), out=tmp_path, progress=False)
     assert result["epochs"] == 3
     assert len((tmp_path / "metrics.csv").read_text().splitlines()) == 1 + 3
+    # What trained it is recorded once per change of hardware, not once per resume.
+    assert len(result["hardware"]) == 1 and "threads (torch " in result["hardware"][0]
+    assert load_checkpoint(tmp_path / CHECKPOINT)["state"]["hardware"] == result["hardware"]
 
 
 def test_a_finished_run_is_not_trained_again(tmp_path, monkeypatch):
