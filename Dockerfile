@@ -29,10 +29,11 @@ RUN if [ "$VARIANT" = gpu ]; then pip install -r /tmp/requirements-gpu.txt; \
 WORKDIR /app
 COPY cae/ /app/cae/
 COPY service/ /app/service/
-COPY models/*.onnx models/manifest.json models/MODEL_CARD.md /app/models/
+# The whole folder: the manifest, the model card and the family's ONNX files (one folder per autoencoder).
+COPY models/ /app/models/
 # The models are read-only for the service's user: owned by root, no write bits.
 # (/ itself world-readable: some minimal base images are built from a private 0700 directory.)
-RUN chmod 0444 /app/models/* && chmod 0555 /app/models && chmod 0755 / \
+RUN find /app/models -type f -exec chmod 0444 {} + && find /app/models -type d -exec chmod 0555 {} + && chmod 0755 / \
     && useradd --uid 10001 --no-create-home --shell /usr/sbin/nologin cae
 USER 10001
 
