@@ -187,9 +187,12 @@ def cmd_color_report(args) -> int:
 
 
 def cmd_figures(args) -> int:
-    from training.figures import sweep_figures
+    from training.figures import family_figure, sweep_figures
     from training.sweep import read_results
 
+    if args.family:
+        print(f"figure written: {family_figure(Path(args.sweep), Path(args.family))}")
+        return 0
     results = read_results(Path(args.sweep))
     if not results:
         raise ValueError(f"{args.sweep}: no finished trials (results.jsonl)")
@@ -260,6 +263,8 @@ def add_commands(sub) -> None:
 
     p = sub.add_parser("figures", help="redraw a sweep's figures")
     p.add_argument("--sweep", default="results/sweep", help="sweep folder (default results/sweep)")
+    p.add_argument("--family", metavar="MODELS", help="redraw only Fig. 2, from the sweep's saved results and pca.json, "
+                   "with the autoencoder family of this models folder (e.g. models)")
     p.set_defaults(func=cmd_figures)
 
     p = sub.add_parser("download", help="fetch the official CIFAR-10 python archive")

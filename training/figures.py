@@ -58,8 +58,20 @@ def pca_baseline(results: list[dict], ks: list[int] | None = None) -> list[dict]
     return pca.evaluate(data.images[split.test], [k for k in ks if k <= pca.max_components])
 
 
-def figure_latent_size(results: list[dict], pca_rows: list[dict], path: Path) -> None:
-    """Fig. 2: test BCE and PSNR against latent size, the 36 models coloured by channel factor."""
+def family_points(models_dir: Path) -> list[dict]:
+    """The served autoencoder family of a models folder: name, latent size, test PSNR and PCA's at the same
+    size (both on the full data's test split, as the export measured them), default or not."""
+    from cae.manifest import read_manifest
+
+    manifest = read_manifest(models_dir)
+    return sorted(({"name": name, "latent_size": ae.latent_size, "psnr": ae.encoder.facts["test"]["psnr"],
+                    "pca_psnr": ae.encoder.facts["test"].get("pca_psnr"), "default": name == manifest.default_autoencoder}
+                   for name, ae in manifest.autoencoders.items()), key=lambda p: p["latent_size"])
+
+
+def figure_latent_size(results: list[dict], pca_rows: list[dict], path: Path, family: list[dict] | None = None) -> None:
+    """Fig. 2: test BCE and PSNR against latent size, the 36 models coloured by channel factor; with
+    `family` (family_points), the served autoencoders and PCA at their sizes on the PSNR panel too."""
     fig, axes = plt.subplots(1, 2, figsize=(12, 4.5))
     markers = {(False, 3): "o", (False, 5): "s", (True, 3): "^", (True, 5): "D"}
     colours = {1: "tab:blue", 2: "tab:orange", 4: "tab:green"}
@@ -76,12 +88,26 @@ def figure_latent_size(results: list[dict], pca_rows: list[dict], path: Path) ->
     handles = [plt.Line2D([], [], ls="", marker="o", color=c, label=f"channel factor {f}") for f, c in colours.items()]
     handles += [plt.Line2D([], [], ls="", marker=mk, color="gray", label=f"{'3' if fl else '5'} convs, kernel {k}")
                 for (fl, k), mk in markers.items()]
-    handles += [plt.Line2D([], [], ls="--", color="k", label="PCA")]
+    handles += [plt.Line2D([], [], ls="--", color="k", label="PCA (the sweep's 10 % split)")]
+    top = max(r["test"]["psnr"] for r in results) + 8
+    if family:
+        ax = axes[1]
+        ax.plot([p["latent_size"] for p in family], [p["psnr"] for p in family], "-*", color="tab:red", ms=13,
+                markeredgecolor="black", markeredgewidth=0.5, lw=1, zorder=4)
+        with_pca = [p for p in family if p["pca_psnr"] is not None]
+        ax.plot([p["latent_size"] for p in with_pca], [p["pca_psnr"] for p in with_pca], "x:", color="black", ms=8, zorder=4)
+        for p in family:
+            ax.annotate(p["name"] + (" (default)" if p["default"] else ""), (p["latent_size"], p["psnr"]), fontsize=7,
+                        xytext=(6, -10), textcoords="offset points")
+        handles += [plt.Line2D([], [], ls="-", marker="*", color="tab:red", ms=10, label="served family (full data's test split)"),
+                    plt.Line2D([], [], ls=":", marker="x", color="k", label="PCA at the family's sizes (same split)")]
+        top = max(top, max(p["psnr"] for p in family) + 3)
     # PCA on this JPEG-smoothed data reaches 45-55 dB at 1024-2048 components: let its curve leave the
     # panel rather than squash the models into its bottom fifth (the values are in pca.json).
-    axes[1].set_ylim(top=max(r["test"]["psnr"] for r in results) + 8)
+    axes[1].set_ylim(top=top)
     axes[1].legend(handles=handles, fontsize=8, loc="upper left")
-    fig.suptitle("Fig. 2: reconstruction error against latent size (sweep models and PCA)")
+    fig.suptitle("Fig. 2: reconstruction error against latent size (sweep models and PCA"
+                 + (", and the served family)" if family else ")"))
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
@@ -111,6 +137,20 @@ def figure_reconstructions(runs: dict[str, Path], path: Path, count: int = 8) ->
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
+
+
+def family_figure(sweep: Path, models_dir: Path) -> Path:
+    """Fig. 2 of a finished sweep redrawn from its saved results and pca.json (no images needed), with the
+    family of `models_dir` beside the study's 36 and PCA."""
+    from training.sweep import read_results
+
+    sweep = Path(sweep)
+    results = read_results(sweep)
+    if not results or not (sweep / "pca.json").is_file():
+        raise ValueError(f"{sweep}: no finished sweep with a pca.json (run `cae sweep` first)")
+    path = sweep / "fig2_latent_size.png"
+    figure_latent_size(results, json.loads((sweep / "pca.json").read_text()), path, family_points(Path(models_dir)))
+    return path
 
 
 def sweep_figures(out: Path, results: list[dict]) -> dict:

@@ -28,6 +28,17 @@ def test_sweep_and_figures_dry_run(tmp_path, capsys):
     assert "2/2 trials finished" in capsys.readouterr().out
     assert main(["figures", "--sweep", str(tmp_path)]) == 0
     assert (tmp_path / "fig2_latent_size.png").exists()
+    # Fig. 2 again with a served family beside the sweep (from the saved results, no images decoded).
+    from tests.conftest import TINY_MODELS
+    from training.figures import family_points
+
+    before = (tmp_path / "fig2_latent_size.png").read_bytes()
+    assert main(["figures", "--sweep", str(tmp_path), "--family", str(TINY_MODELS)]) == 0
+    assert (tmp_path / "fig2_latent_size.png").read_bytes() != before
+    with Image.open(tmp_path / "fig2_latent_size.png") as im:
+        assert im.size[0] > 300
+    points = family_points(TINY_MODELS)
+    assert [(p["name"], p["latent_size"], p["default"]) for p in points] == [("tiny_autoencoder", 512, True), ("tiny_fine", 1024, False)]
 
 
 def test_lr_scan_dry_run(tmp_path):
