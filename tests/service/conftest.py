@@ -40,9 +40,11 @@ def client(make_client):
     return make_client()
 
 
-# One input per V2 model of the test fixture (tests/fixtures/tiny_models): name and a shape it takes.
-V2_INPUTS = {"encoder": ("image", (2, 3, 8, 12)), "decoder": ("latent", (2, 8, 2, 3)), "colorizer": ("gray", (1, 1, 8, 8))}
-V2_OUTPUTS = {"encoder": "latent", "decoder": "image", "colorizer": "image"}
+# One input per V2 model of the test fixture (tests/fixtures/tiny_models): name and a shape it takes. `encoder`
+# and `decoder` are the aliases of the default autoencoder's parts; tiny_fine's are named by key.
+V2_INPUTS = {"encoder": ("image", (2, 3, 8, 12)), "decoder": ("latent", (2, 8, 2, 3)), "colorizer": ("gray", (1, 1, 8, 8)),
+             "tiny_fine.encoder": ("image", (1, 3, 6, 10)), "tiny_fine.decoder": ("latent", (1, 4, 3, 2))}
+V2_OUTPUTS = {"encoder": "latent", "decoder": "image", "colorizer": "image", "tiny_fine.encoder": "latent", "tiny_fine.decoder": "image"}
 
 
 def onnxruntime_reference(model_dir, name: str, x):
