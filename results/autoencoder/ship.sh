@@ -1,9 +1,22 @@
 #!/usr/bin/env bash
-# Export the shipped models/ from the candidate autoencoders (train_candidates.sh) and the colorizer
+# Export the shipped models/: the autoencoder family (train_family.sh) and the colorizer
 # (results/colorization/train_all.sh), with the colorizer's decoding chosen on validation by color-report.
-# The autoencoder is picked by the rule in export/choose.py; the model card records the command and numbers.
+# Where the colorizer's run folder is gone (checkpoints are not committed), the colorizer already in
+# models/ is kept as it is (--reuse models --keep colorizer). The default autoencoder is picked by the
+# rule in export/choose.py; the model card records the command and the numbers. Each run's result,
+# metrics and loss curve are copied next to this script.
 set -euo pipefail
-cae export --autoencoder runs/autoencoder/rae_* \
-  --colorizer runs/colorization/unet_lab_classification \
-  --decoding-from results/colorization/results.json \
-  --out models "$@"
+family=(runs/autoencoder/rae_w16_d2_z1_b1 runs/autoencoder/rae_w16_d2_z2_b1 runs/autoencoder/rae_w16_d1_z1_b1 runs/autoencoder/rae_w16_d1_z2_b1)
+colorizer=runs/colorization/unet_lab_classification
+if [[ -f $colorizer/checkpoint.pt ]]; then
+  cae export --autoencoder "${family[@]}" --colorizer "$colorizer" \
+    --decoding-from results/colorization/results.json --out models "$@"
+else
+  cae export --autoencoder "${family[@]}" --reuse models --keep colorizer --out models "$@"
+fi
+here=$(dirname "$0")
+for run in "${family[@]}"; do
+  mkdir -p "$here/$(basename "$run")"
+  cp "$run/result.json" "$run/metrics.csv" "$run/loss_curve.png" "$here/$(basename "$run")/"
+done
+cae figures --sweep results/sweep --family models
