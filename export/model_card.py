@@ -52,6 +52,7 @@ def _train_command(facts: dict) -> str:
         return (f"cae train-colorizer --encoding {m['encoding']} --arch {m['arch']} --color-loss {m['loss']} "
                 f"--epochs {t['epochs']} --batch-size {t['batch_size']} --lr {t['lr']:g}")
     extra = f" --schedule {t['schedule']}" if t.get("schedule", "constant") != "constant" else ""
+    extra += f" --fraction {t['fraction']:g}" if t.get("fraction", 1.0) != 1.0 else ""
     return (f"cae train --model {name} --loss {t['loss']}{extra} --epochs {t['epochs']} "
             f"--batch-size {t['batch_size']} --lr {t['lr']:g}")
 
