@@ -1,27 +1,47 @@
 #!/usr/bin/env bash
 # One device call for the models issue: the autoencoder family (results/autoencoder/train_family.sh)
-# trained on the GPU, all four members at once, and the run folders brought back through $OUT.
+# trained on the GPU, all four members at once (and, with COLORIZER_EPOCHS > 0, a wider colorizer beside
+# them), stopped after BUDGET_S seconds whatever the epoch, and the run folders brought back through $OUT.
 #
 #   here:    mkdir -p data && cp ../shared/datasets/cifar10-jpeg/train.tar.gz data/     (data/ is git-ignored)
 #   device:  run(command="scripts/gpu_family.sh", carry=["data"], timeout_s=540)
-#   here:    for t in <files_at>/rae_*.tar; do tar -xf "$t" -C runs/autoencoder; done
+#            (a second call carries the unpacked runs/ back, carry=["data", "runs"], and resumes them)
+#   here:    cd <files_at> && for p in *.part-aa; do cat "${p%.part-aa}".part-* > /tmp/"${p%.part-aa}"; done
+#            for t in <files_at>/*.tar /tmp/*.tar; do tar -xf "$t" -C runs; done
 #            results/autoencoder/ship.sh          (export on the CPU: parity, scores, manifest, card)
 #
 # EPOCHS (default 200) sets the recipe's length; checked here with
 #   DEVICE=cpu EPOCHS=1 DATA=fake:256 THREADS=1 RUNS=/tmp/family OUT=/tmp/family_out scripts/gpu_family.sh
-set -euo pipefail
+set -uo pipefail
 cd "$(dirname "$0")/.."
 EPOCHS=${EPOCHS:-200}
 DATA=${DATA:-data/train.tar.gz}
+BUDGET_S=${BUDGET_S:-420}
+COLORIZER_EPOCHS=${COLORIZER_EPOCHS:-0}
 OUT=${OUT:-$(mktemp -d)}
 export RUNS=${RUNS:-runs/autoencoder}
 export PYTHONUNBUFFERED=1 CAE="python3 -m cae"
-(nvidia-smi -L || true) | tee "$OUT/hardware.txt"
+# $OUT brings back 8 files of at most 16 MiB: one log, one tar per run, split in 15 MiB parts where larger.
+LOG=$OUT/train.log
+(nvidia-smi -L || echo "no nvidia-smi") | tee "$LOG"
 started=$(date +%s)
-EPOCHS=$EPOCHS PAIRS=4 THREADS=${THREADS:-4} results/autoencoder/train_family.sh --data "$DATA" --device "${DEVICE:-cuda}" \
-  2>&1 | tee "$OUT/train.log"
-echo "family trained in $(( $(date +%s) - started )) s" | tee -a "$OUT/train.log"
-for run in "$RUNS"/rae_*; do
-  tar -cf "$OUT/$(basename "$run").tar" -C "$RUNS" "$(basename "$run")"
+if (( COLORIZER_EPOCHS > 0 )); then
+  # Routes the models issue names: longer training on all colour images and a wider U-Net.
+  timeout "$BUDGET_S" $CAE train-colorizer --width 64 --epochs "$COLORIZER_EPOCHS" --data "$DATA" --device "${DEVICE:-cuda}" \
+    --quiet --out "$RUNS/../colorization/unet64_lab_classification" > "$OUT/colorizer.tmp" 2>&1 &
+fi
+EPOCHS=$EPOCHS PAIRS=4 THREADS=${THREADS:-4} timeout "$BUDGET_S" results/autoencoder/train_family.sh --data "$DATA" \
+  --device "${DEVICE:-cuda}" 2>&1 | tee -a "$LOG"
+wait
+if [[ -f $OUT/colorizer.tmp ]]; then cat "$OUT/colorizer.tmp" >> "$LOG"; rm "$OUT/colorizer.tmp"; fi
+echo "stopped after $(( $(date +%s) - started )) s (budget $BUDGET_S s); finished epochs:" | tee -a "$LOG"
+for run in "$RUNS"/rae_* "$RUNS"/../colorization/*; do
+  [[ -f $run/checkpoint.pt ]] || continue
+  echo "  $(basename "$run"): $(tail -n +2 "$run/metrics.csv" | wc -l)" | tee -a "$LOG"
+  tarball=$OUT/$(basename "$(dirname "$run")")_$(basename "$run").tar
+  tar -cf "$tarball" -C "$(dirname "$(dirname "$run")")" "$(basename "$(dirname "$run")")/$(basename "$run")"
+  if (( $(stat -c %s "$tarball") > 15 * 1024 * 1024 )); then  # here: cat NAME.tar.part-* > NAME.tar
+    split -b 15m "$tarball" "$tarball.part-" && rm "$tarball"
+  fi
 done
 ls -la "$OUT"
