@@ -105,7 +105,11 @@ def figure_latent_size(results: list[dict], pca_rows: list[dict], path: Path, fa
     # PCA on this JPEG-smoothed data reaches 45-55 dB at 1024-2048 components: let its curve leave the
     # panel rather than squash the models into its bottom fifth (the values are in pca.json).
     axes[1].set_ylim(top=top)
-    axes[1].legend(handles=handles, fontsize=8, loc="upper left")
+    if family:  # the family sits where the legend would go: put it beside the panel
+        fig.set_size_inches(15, 4.5)
+        axes[1].legend(handles=handles, fontsize=8, loc="upper left", bbox_to_anchor=(1.02, 1.0))
+    else:
+        axes[1].legend(handles=handles, fontsize=8, loc="upper left")
     fig.suptitle("Fig. 2: reconstruction error against latent size (sweep models and PCA"
                  + (", and the served family)" if family else ")"))
     fig.tight_layout()

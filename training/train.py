@@ -67,7 +67,8 @@ def describe_hardware(device: torch.device) -> str:
                      if line.startswith("model name"))
     except (OSError, StopIteration):
         pass
-    return f"{model}, {torch.get_num_threads()} threads (torch {torch.__version__})"
+    threads = torch.get_num_threads()
+    return f"{model}, {threads} thread{'' if threads == 1 else 's'} (torch {torch.__version__})"
 
 
 def resolve_precision(name: str, device: torch.device) -> torch.dtype:
