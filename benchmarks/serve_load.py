@@ -142,22 +142,26 @@ def breakdown(port: int) -> dict:
     conn.request("GET", "/metrics")
     text = conn.getresponse().read().decode()
 
-    def total(name: str, **labels) -> float:
-        want = ",".join(f'{k}="{v}"' for k, v in labels.items())
-        return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
-                   if line.startswith(name) and (not want or want in line))
+    def total(name: str, route: str | None = None, role: str | None = None) -> float:
+        # Models are labelled by manifest key (<autoencoder>.encoder): a role matches any autoencoder's part.
+        def wanted(line: str) -> bool:
+            return ((route is None or f'route="{route}"' in line)
+                    and (role is None or f'.{role}"' in line or f'model="{role}"' in line))
+        return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines() if line.startswith(name) and wanted(line))
 
     requests = total("cae_request_seconds_count", route="/reconstruct")
     if not requests:
         return {}
     out = {"request_ms": 1000 * total("cae_request_seconds_sum", route="/reconstruct") / requests}
     for model in ("encoder", "decoder"):
-        runs = total("cae_batch_size_count", model=model)
-        images = total("cae_batch_size_sum", model=model)
+        runs = total("cae_batch_size_count", role=model)
+        images = total("cae_batch_size_sum", role=model)
+        if not runs:
+            return {}
         out[f"{model}_mean_batch"] = images / runs
         # A request waits for its whole batch's run: the run's time counts in full for each of its images.
-        out[f"{model}_inference_ms"] = 1000 * total("cae_inference_seconds_sum", model=model) / runs
-        out[f"{model}_queue_wait_ms"] = 1000 * total("cae_queue_wait_seconds_sum", model=model) / max(images, 1)
+        out[f"{model}_inference_ms"] = 1000 * total("cae_inference_seconds_sum", role=model) / runs
+        out[f"{model}_queue_wait_ms"] = 1000 * total("cae_queue_wait_seconds_sum", role=model) / max(images, 1)
     out["http_decode_encode_ms"] = out["request_ms"] - sum(out[f"{m}_{k}_ms"] for m in ("encoder", "decoder")
                                                            for k in ("inference", "queue_wait"))
     return {k: round(v, 3) for k, v in out.items()}
