@@ -30,8 +30,8 @@ def main() -> int:
                 print(f"[smoke] not ready after {args.wait:g} s")
                 return 1
             time.sleep(0.5)
-        models = cae.models()["models"]
-        print("[smoke] models:", ", ".join(f"{m['role']}={m['name']} v{m['version']} {m['providers'][0]}" for m in models))
+        listing = cae.models()
+        print("[smoke] models:", ", ".join(f"{m['key']} v{m['version']} {m['providers'][0]}" for m in listing["models"]))
         assert cae.reconstruct(image).image.size == (32, 32)
         assert cae.colorize(image.convert("L")).image.size == (32, 32)
         z = cae.encode(image)
@@ -40,6 +40,12 @@ def main() -> int:
         big = Image.fromarray(rng.integers(0, 256, (48, 80, 3), dtype=np.uint8))
         assert cae.colorize(big).image.size == (80, 48)
         print(f"[smoke] reconstruct, colorize, encode ({'x'.join(map(str, z.shape))}), decode, batch: ok")
+        for member in listing["autoencoders"]:  # every autoencoder of the family, by name
+            zm = cae.encode(image, model=member["name"])
+            assert zm.model == member["name"] and zm.latent.size == member["latent_size_32x32"]
+            assert cae.decode(zm).image.size == (32, 32) and cae.reconstruct(image, model=member["name"]).model == member["name"]
+        print(f"[smoke] family by name: {', '.join(a['name'] for a in listing['autoencoders'])} "
+              f"(default {listing['default_autoencoder']}): ok")
     with Client(base_url=args.url) as keyless:
         try:
             keyless.reconstruct(image)
