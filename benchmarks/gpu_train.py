@@ -46,6 +46,14 @@ def sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
+def plain_step(model, optimizer, x: torch.Tensor) -> None:
+    """One eager fp32 step as a notebook writes it: BCE against the input, backward, Adam."""
+    loss = F.binary_cross_entropy(model(x), x)
+    optimizer.zero_grad()
+    loss.backward()
+    optimizer.step()
+
+
 def notebook_loop(images_u8: np.ndarray, device: torch.device) -> float:
     torch.manual_seed(0)
     model = notebook_model().to(device)
@@ -54,11 +62,7 @@ def notebook_loop(images_u8: np.ndarray, device: torch.device) -> float:
     sync(device)
     start = time.perf_counter()
     for (x,) in loader:
-        x = x.to(device)
-        loss = F.binary_cross_entropy(model(x), x)
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
+        plain_step(model, optimizer, x.to(device))
     sync(device)
     return len(images_u8) / (time.perf_counter() - start)
 
@@ -75,11 +79,7 @@ def plain_loop(images: torch.Tensor, batch_size: int, device: torch.device) -> f
     sync(device)
     start = time.perf_counter()
     for i in range(0, len(images), batch_size):
-        x = images[order[i:i + batch_size]]
-        loss = F.binary_cross_entropy(model(x), x)
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
+        plain_step(model, optimizer, images[order[i:i + batch_size]])
     sync(device)
     return len(images) / (time.perf_counter() - start)
 
