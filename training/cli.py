@@ -37,7 +37,7 @@ def dry_run_folder(command: str) -> Path:
 
 
 def _add_data_args(p: argparse.ArgumentParser, task_defaults: dict) -> None:
-    from training.config import OPTIMIZER_NAMES, TrainConfig
+    from training.config import AUGMENTATIONS, OPTIMIZER_NAMES, TrainConfig
 
     d = {f.name: f.default for f in fields(TrainConfig)} | task_defaults  # the component's defaults, not the CLI's
     g = p.add_argument_group("data")
@@ -55,6 +55,10 @@ def _add_data_args(p: argparse.ArgumentParser, task_defaults: dict) -> None:
     g.add_argument("--schedule", default=d["schedule"], choices=["constant", "cosine"],
                    help=f"learning rate schedule; cosine decays it to 0 over --epochs (default {d['schedule']})")
     g.add_argument("--seed", type=int, default=d["seed"], help=f"seed of weights and batch order (default {d['seed']})")
+    g.add_argument("--augment", default=d["augment"], choices=AUGMENTATIONS,
+                   help=f"random left-right flips, and shifts of up to 2 pixels (default {d['augment']})")
+    g.add_argument("--ema", type=float, default=d["ema"], metavar="DECAY",
+                   help=f"evaluate and keep an exponential moving average of the weights, e.g. 0.999; 0 = off (default {d['ema']:g})")
     g = p.add_argument_group("hardware")
     g.add_argument("--device", default=d["device"], help=f"auto (CUDA when present), cpu or cuda[:N] (default {d['device']})")
     g.add_argument("--precision", default=d["precision"], choices=["auto", "fp32", "bf16"],

@@ -6,6 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 OPTIMIZER_NAMES = ("adam", "adamw", "sgd", "rmsprop")
+AUGMENTATIONS = ("none", "flip", "flip-shift")  # training.augment: no torch here
 
 
 @dataclass(frozen=True)
@@ -20,6 +21,8 @@ class TrainConfig:
     optimizer: str = "adam"  # adam | adamw | sgd | rmsprop
     loss: str = "bce"  # bce | mse
     schedule: str = "constant"  # constant | cosine (decays the learning rate to 0 over `epochs`)
+    augment: str = "none"  # none | flip | flip-shift (training.augment)
+    ema: float = 0.0  # decay of an exponential moving average of the weights, evaluated and shipped; 0: off
     device: str = "auto"  # auto (CUDA when present) | cpu | cuda[:N]
     precision: str = "auto"  # auto (bf16 where the hardware has it) | fp32 | bf16
     eval_batch_size: int = 1000
@@ -32,6 +35,10 @@ class TrainConfig:
             raise ValueError(f"optimizer must be one of {sorted(OPTIMIZER_NAMES)}, got {self.optimizer!r}")
         if self.schedule not in ("constant", "cosine"):
             raise ValueError(f"schedule must be constant or cosine, got {self.schedule!r}")
+        if self.augment not in AUGMENTATIONS:
+            raise ValueError(f"augment must be one of {list(AUGMENTATIONS)}, got {self.augment!r}")
+        if not 0 <= self.ema < 1:
+            raise ValueError(f"ema must be in [0, 1), got {self.ema}")
         if self.precision not in ("auto", "fp32", "bf16"):
             raise ValueError(f"precision must be auto, fp32 or bf16, got {self.precision!r}")
         if self.epochs < 1 or self.batch_size < 1 or not self.lr > 0:

@@ -77,8 +77,9 @@ class Run:
     train_config: TrainConfig
     state: RunState
     data: DataFacts
-    weights: dict = field(repr=False)
+    weights: dict = field(repr=False)  # what the run ships: the moving average's weights when it kept one
     optimizer: dict | None = field(default=None, repr=False)
+    train_weights: dict | None = field(default=None, repr=False)  # the optimizer's own weights, when they differ
 
     @property
     def folder(self) -> Path:
@@ -105,13 +106,14 @@ class Run:
                    model_config=_model_config(kind, ckpt.get("model_type"), ckpt["model_config"]),
                    train_config=TrainConfig(**_known(TrainConfig, ckpt["train_config"])),
                    state=RunState(**_known(RunState, ckpt["state"])), data=DataFacts(**ckpt["data"]),
-                   weights=ckpt["model"], optimizer=ckpt.get("optimizer"))
+                   weights=ckpt["model"], optimizer=ckpt.get("optimizer"), train_weights=ckpt.get("train_model"))
 
     def to_dict(self) -> dict:
         return {"task": self.kind, "model_type": type(self.model_config).__name__, "model": self.weights,
                 "optimizer": self.optimizer, "model_config": asdict(self.model_config),
                 "train_config": asdict(self.train_config), "name": self.name, "state": asdict(self.state),
-                "data": asdict(self.data), "torch_version": torch.__version__}
+                "data": asdict(self.data), "torch_version": torch.__version__,
+                **({"train_model": self.train_weights} if self.train_weights is not None else {})}
 
     def images(self, override: ImageArray | None = None) -> ImageArray:
         """The images the run was trained on (decoded from its data source), or `override`."""

@@ -31,6 +31,7 @@ from tqdm.auto import tqdm
 from training.config import TrainConfig, default_train_config
 from training.data import ImageArray, Split, load_images, split_indices
 from training.run import CHECKPOINT, DataFacts, Run, RunState  # noqa: F401 (CHECKPOINT re-exported)
+from training.augment import augment, ema_of, epoch_generator
 from training.step import GraphedStep, StepPlan, make_optimizer_for, set_lr
 from training.metrics import METRIC_NAMES, batch_sums
 from training.model import FIRST_MODEL, MODEL_CONFIGS, build_autoencoder
@@ -285,10 +286,13 @@ def train(
     optimizer = make_optimizer(config.optimizer, model, config.lr, plan)
     state = RunState()
     ckpt_path = out / CHECKPOINT
+    ema = ema_of(model, config.ema) if config.ema else None
     if ckpt_path.exists():
         run = Run.load(ckpt_path, map_location=device)
         _check_resumable(run, task, config)
-        model.load_state_dict(run.weights)
+        model.load_state_dict(run.train_weights if run.train_weights is not None else run.weights)
+        if ema is not None:
+            ema = ema_of(model, config.ema, weights=run.weights)
         lrs = [group["lr"] for group in optimizer.param_groups]
         optimizer.load_state_dict(run.optimizer)
         for group, lr in zip(optimizer.param_groups, lrs):
@@ -302,6 +306,8 @@ def train(
             return _result(task, config, state, split, data, model)
         if state.epoch < config.epochs:
             state.test = None  # more epochs asked for than were run: test again at the end
+    # What is evaluated, saved as the run's weights and exported: the moving average when there is one.
+    shipped = ema.module if ema is not None else model
     hardware = describe_hardware(device)
     if not state.hardware or state.hardware[-1] != hardware:
         state.hardware.append(hardware)
@@ -318,6 +324,7 @@ def train(
         started = time.perf_counter()
         # The order depends on (seed, epoch) only, so a resumed run sees the batches it would have seen.
         order = np.random.default_rng([config.seed, epoch]).permutation(split.train)
+        generator = epoch_generator(device, config.seed, epoch) if config.augment != "none" else None
         bar = tqdm(batches(images, order, config.batch_size, device, plan.channels_last), total=steps_per_epoch, disable=not progress,
                    desc=f"{task.name} epoch {epoch}/{config.epochs}", leave=False, dynamic_ncols=True)
         for i, x in enumerate(bar):
@@ -325,29 +332,31 @@ def train(
                 # A function of the position in the run only, so a resumed run continues the same curve.
                 progress_done = ((epoch - 1) * steps_per_epoch + i) / (config.epochs * steps_per_epoch)
                 set_lr(optimizer, config.lr * 0.5 * (1 + math.cos(math.pi * progress_done)))
-            loss = step(x)
+            loss = step(augment(x, config.augment, generator) if generator is not None else x)
+            if ema is not None:
+                ema.update_parameters(model)
             if i % config.log_every == 0 or i == steps_per_epoch - 1:
                 value = loss.item()
                 state.steps.append(value)
                 bar.set_postfix(loss=f"{value:.4f}")
         state.train_seconds += time.perf_counter() - started
-        train_metrics = evaluate(task, model, images, train_probe, config.eval_batch_size, device)
-        val_metrics = evaluate(task, model, images, split.val, config.eval_batch_size, device)
+        train_metrics = evaluate(task, shipped, images, train_probe, config.eval_batch_size, device)
+        val_metrics = evaluate(task, shipped, images, split.val, config.eval_batch_size, device)
         state.history.append({"epoch": epoch, "seconds": round(state.train_seconds, 2),
                               **{f"train_{k}": v for k, v in train_metrics.items()},
                               **{f"val_{k}": v for k, v in val_metrics.items()}})
         state.epoch = epoch
         if epoch == config.epochs:
-            state.test = evaluate(task, model, images, split.test, config.eval_batch_size, device)
-        _save(ckpt_path, model, optimizer, task, config, state, split, data)
+            state.test = evaluate(task, shipped, images, split.test, config.eval_batch_size, device)
+        _save(ckpt_path, model, optimizer, task, config, state, split, data, ema)
         # Drawing the curve costs ~0.5 s, as much as a sweep trial's epoch: only at the end or for slow epochs.
         slow = state.history[-1]["seconds"] - (state.history[-2]["seconds"] if len(state.history) > 1 else 0) > 30
         _write_outputs(out, state, task, plot=epoch == config.epochs or slow)
         if progress:
             tqdm.write(f"{task.name} epoch {epoch}: validation " + " ".join(f"{k} {v:.4g}" for k, v in val_metrics.items()))
     if state.test is None:  # a run stopped early, now asked for exactly the epochs it has
-        state.test = evaluate(task, model, images, split.test, config.eval_batch_size, device)
-        _save(ckpt_path, model, optimizer, task, config, state, split, data)
+        state.test = evaluate(task, shipped, images, split.test, config.eval_batch_size, device)
+        _save(ckpt_path, model, optimizer, task, config, state, split, data, ema)
         _write_outputs(out, state, task, plot=True)
     result = _result(task, config, state, split, data, model)
     _atomic_write(out / "result.json", lambda p: p.write_text(json.dumps(result, indent=2)))
@@ -369,9 +378,11 @@ def _data_facts(data: ImageArray, split: Split) -> DataFacts:
                      sizes={"train": len(split.train), "val": len(split.val), "test": len(split.test)})
 
 
-def _save(path, model, optimizer, task, config, state, split, data) -> None:
+def _save(path, model, optimizer, task, config, state, split, data, ema=None) -> None:
     run = Run(path=path, kind=task.kind, name=task.name, model_config=task.config, train_config=config, state=state,
-              data=_data_facts(data, split), weights=model.state_dict(), optimizer=portable_optimizer_state(optimizer))
+              data=_data_facts(data, split), optimizer=portable_optimizer_state(optimizer),
+              weights=(ema.module if ema is not None else model).state_dict(),
+              train_weights=model.state_dict() if ema is not None else None)
     _atomic_write(path, lambda p: torch.save(run.to_dict(), p))
 
 
