@@ -37,7 +37,7 @@ def dry_run_folder(command: str) -> Path:
 
 
 def _add_data_args(p: argparse.ArgumentParser, task_defaults: dict) -> None:
-    from training.config import AUGMENTATIONS, OPTIMIZER_NAMES, TrainConfig
+    from training.config import AUGMENTATIONS, LOSSES, OPTIMIZER_NAMES, TrainConfig
 
     d = {f.name: f.default for f in fields(TrainConfig)} | task_defaults  # the component's defaults, not the CLI's
     g = p.add_argument_group("data")
@@ -51,7 +51,8 @@ def _add_data_args(p: argparse.ArgumentParser, task_defaults: dict) -> None:
     g.add_argument("--batch-size", type=int, default=d["batch_size"], help=f"images per step (default {d['batch_size']})")
     g.add_argument("--lr", type=float, default=d["lr"], help=f"learning rate (default {d['lr']:g})")
     g.add_argument("--optimizer", default=d["optimizer"], choices=OPTIMIZER_NAMES, help=f"(default {d['optimizer']})")
-    g.add_argument("--loss", default=d["loss"], choices=["bce", "mse"], help=f"reconstruction loss (default {d['loss']})")
+    g.add_argument("--loss", default=d["loss"], choices=LOSSES,
+                   help=f"reconstruction loss; psnr = each image's log MSE, averaged (default {d['loss']})")
     g.add_argument("--schedule", default=d["schedule"], choices=["constant", "cosine"],
                    help=f"learning rate schedule; cosine decays it to 0 over --epochs (default {d['schedule']})")
     g.add_argument("--seed", type=int, default=d["seed"], help=f"seed of weights and batch order (default {d['seed']})")

@@ -6,6 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 OPTIMIZER_NAMES = ("adam", "adamw", "sgd", "rmsprop")
+LOSSES = ("bce", "mse", "psnr")
 AUGMENTATIONS = ("none", "flip", "flip-shift")  # training.augment: no torch here
 
 
@@ -19,7 +20,7 @@ class TrainConfig:
     batch_size: int = 256
     lr: float = 2e-3
     optimizer: str = "adam"  # adam | adamw | sgd | rmsprop
-    loss: str = "bce"  # bce | mse
+    loss: str = "bce"  # bce | mse | psnr (the mean over images of each one's log MSE: the metric itself)
     schedule: str = "constant"  # constant | cosine (decays the learning rate to 0 over `epochs`)
     augment: str = "none"  # none | flip | flip-shift (training.augment)
     ema: float = 0.0  # decay of an exponential moving average of the weights, evaluated and shipped; 0: off
@@ -29,8 +30,8 @@ class TrainConfig:
     log_every: int = 1  # steps between entries of steps.csv
 
     def __post_init__(self):
-        if self.loss not in ("bce", "mse"):
-            raise ValueError(f"loss must be bce or mse, got {self.loss!r}")
+        if self.loss not in LOSSES:
+            raise ValueError(f"loss must be one of {list(LOSSES)}, got {self.loss!r}")
         if self.optimizer not in OPTIMIZER_NAMES:
             raise ValueError(f"optimizer must be one of {sorted(OPTIMIZER_NAMES)}, got {self.optimizer!r}")
         if self.schedule not in ("constant", "cosine"):

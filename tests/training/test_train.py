@@ -99,11 +99,22 @@ def test_resume_refuses_other_settings(tmp_path):
         train(FIRST_MODEL, SMALL, out=tmp_path, progress=False)
 
 
-@pytest.mark.parametrize("loss, optimizer", [("mse", "sgd"), ("bce", "rmsprop"), ("mse", "adamw")])
+@pytest.mark.parametrize("loss, optimizer", [("mse", "sgd"), ("bce", "rmsprop"), ("mse", "adamw"), ("psnr", "adam")])
 def test_losses_and_optimizers(tmp_path, loss, optimizer):
     config = TrainConfig(data="fake:100", epochs=1, loss=loss, optimizer=optimizer, precision="fp32")
     result = train(TINY_MODEL, config, out=tmp_path, progress=False)
     assert all(torch.isfinite(torch.tensor(v)) for v in result["test"].values())
+
+
+def test_psnr_loss_is_the_mean_of_each_images_log_mse():
+    from training.train import reconstruction_loss
+
+    target = torch.rand(3, 3, 4, 4)
+    logits = torch.randn(3, 3, 4, 4)
+    per_image = [((torch.sigmoid(logits[i]) - target[i]) ** 2).mean() for i in range(3)]
+    assert reconstruction_loss(logits, target, "psnr") == pytest.approx(float(torch.stack(per_image).log().mean()), rel=1e-5)
+    # A perfect reconstruction stays finite.
+    assert torch.isfinite(reconstruction_loss(torch.logit(target.clamp(0.01, 0.99)), target.clamp(0.01, 0.99), "psnr"))
 
 
 def test_bf16_autocast_trains_like_fp32(tmp_path):
