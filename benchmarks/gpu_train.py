@@ -2,6 +2,7 @@
 
     python benchmarks/gpu_train.py --device cuda --out results/training/gpu_train.json
     python benchmarks/gpu_train.py --device cuda --sweep --workers 6    # also the 36-model sweep, full split
+    python benchmarks/gpu_train.py --device cuda --sweep --workers 6 --sweep-out results/sweep_full  # kept, with figures
 
 The study's first model on real images (the shared CIFAR-10 copy, else synthetic), every variant in this
 process, alternating over --rounds, medians reported:
@@ -106,8 +107,10 @@ def project_loop(images_u8: np.ndarray, batch_size: int, device: torch.device, g
     return len(images_u8) / (time.perf_counter() - start)
 
 
-def sweep_wall_time(device: str, workers: int, data: str | None) -> dict:
-    out = Path(tempfile.mkdtemp(prefix="cae-gpu-sweep-"))
+def sweep_wall_time(device: str, workers: int, data: str | None, out: str | None = None) -> dict:
+    """`cae sweep` at the study's settings on the full split, timed; into `out` (kept, resumable) or a
+    temporary folder. Figures are drawn after the clock stops (`cae figures --sweep OUT`)."""
+    out = Path(out) if out else Path(tempfile.mkdtemp(prefix="cae-gpu-sweep-"))
     cmd = [sys.executable, "-m", "cae", "sweep", "--fraction", "1.0", "--device", device, "--workers", str(workers),
            "--out", str(out), "--quiet", "--no-figures"] + (["--data", data] if data else [])
     start = time.perf_counter()
@@ -126,6 +129,8 @@ def main(argv=None) -> int:
     parser.add_argument("--data", default=None, help="image source (default: the shared CIFAR-10 copy, else fake)")
     parser.add_argument("--sweep", action="store_true", help="also time the 36-model sweep on the full split")
     parser.add_argument("--workers", type=int, default=4, help="--sweep: trials at once (default 4)")
+    parser.add_argument("--sweep-out", default=None, help="--sweep: keep the sweep in this folder, with its figures "
+                        "(default: a temporary folder, no figures)")
     parser.add_argument("--out", default=None)
     args = parser.parse_args(argv)
     device = torch.device(args.device)
@@ -158,7 +163,9 @@ def main(argv=None) -> int:
     results = {"device": name, "torch": torch.__version__, "images": len(images_u8), "data": data.source,
                "images_per_second": medians, "ratios": ratios}
     if args.sweep:
-        results["sweep"] = sweep_wall_time(args.device, args.workers, args.data)
+        results["sweep"] = sweep_wall_time(args.device, args.workers, args.data, args.sweep_out)
+        if args.sweep_out and results["sweep"]["exit"] == 0:
+            subprocess.run([sys.executable, "-m", "cae", "figures", "--sweep", args.sweep_out], cwd=ROOT, check=False)
         print(json.dumps(results["sweep"], indent=2))
     write_results(args.out, results)
     return 0

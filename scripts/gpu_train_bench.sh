@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# The GPU training issue's figures in one device call (see the `device` notes in README "GPU"):
+#   1. benchmarks/gpu_train.py: the project's step against the plain loops and the notebook loop;
+#   2. the study's 36-model sweep at its settings (batch 32, Adam 1e-3, 10 epochs) on the full training
+#      split, WORKERS trials at once on the one GPU, timed, into results/sweep_full with Fig. 2 and Fig. 3.
+# Everything comes back in $OUT: the benchmark's JSON and log, and the sweep folder as a tar (no
+# checkpoints). The sweep resumes: a call cut short keeps its finished trials in results/sweep_full on
+# the machine while it stays warm, and the tar holds what finished.
+#
+#   run: DATA=data/train.tar.gz scripts/gpu_train_bench.sh       (carry ["data"])
+#   here, to check the script: DEVICE=cpu DATA=fake:512 IMAGES=512 ROUNDS=1 WORKERS=2 OUT=/tmp/out scripts/gpu_train_bench.sh
+set -uo pipefail
+DEVICE=${DEVICE:-cuda}
+DATA=${DATA:-data/train.tar.gz}
+WORKERS=${WORKERS:-6}
+IMAGES=${IMAGES:-40000}
+ROUNDS=${ROUNDS:-3}
+SWEEP=${SWEEP:-results/sweep_full}
+OUT=${OUT:?set OUT to a folder for the results}
+mkdir -p "$OUT"
+nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv > "$OUT/gpu.txt" 2>&1 || true
+python benchmarks/gpu_train.py --device "$DEVICE" --data "$DATA" --images "$IMAGES" --rounds "$ROUNDS" \
+  --sweep --workers "$WORKERS" --sweep-out "$SWEEP" --out "$OUT/gpu_train.json" 2>&1 | tee "$OUT/gpu_train.log"
+tar czf "$OUT/sweep_full.tar.gz" --exclude=trials "$SWEEP"
+ls -la "$OUT"
