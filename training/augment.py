@@ -9,7 +9,7 @@ Augmentation runs on the device, outside the (possibly graph-captured) step, wit
 from __future__ import annotations
 
 import torch
-from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+from torch.optim.swa_utils import AveragedModel
 
 from training.config import AUGMENTATIONS
 SHIFT = 2  # pixels: the largest translation of flip-shift, with the border reflected in
@@ -42,11 +42,23 @@ def augment(x: torch.Tensor, kind: str, generator: torch.Generator) -> torch.Ten
     return x
 
 
-def ema_of(model: torch.nn.Module, decay: float, weights: dict | None = None) -> AveragedModel:
+def ema_of(model: torch.nn.Module, decay: float, weights: dict | None = None, updates: int = 0) -> AveragedModel:
     """torch's AveragedModel as an exponential moving average of `model` (buffers included), started from
-    `weights` when a run resumes (else from the model's own weights at its first update)."""
-    ema = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(decay), use_buffers=True)
+    `weights` after `updates` steps when a run resumes (else from the model's weights at its first update).
+
+    The decay warms up as min(decay, (1 + n) / (10 + n)) after n updates (as timm's ModelEmaV3 does): a
+    fixed 0.999 from the first step would still hold mostly the initial weights after a few hundred steps.
+    """
+    done = [max(0, updates - 1)]  # averaging updates so far: every update but the first, which copies
+
+    @torch.no_grad()
+    def average(averaged: list[torch.Tensor], current: list[torch.Tensor], _count) -> None:
+        n = done[0]
+        torch._foreach_lerp_(averaged, current, 1 - min(decay, (1 + n) / (10 + n)))
+        done[0] = n + 1
+
+    ema = AveragedModel(model, multi_avg_fn=average, use_buffers=True)
     if weights is not None:
         ema.module.load_state_dict(weights)
-        ema.n_averaged.fill_(1)  # started: the next update averages instead of copying
+        ema.n_averaged.fill_(max(1, updates))  # started: the next update averages instead of copying
     return ema

@@ -298,7 +298,8 @@ def train(
         _check_resumable(run, task, config)
         model.load_state_dict(run.train_weights if run.train_weights is not None else run.weights)
         if ema is not None:
-            ema = ema_of(model, config.ema, weights=run.weights)
+            steps_done = run.state.epoch * math.ceil(len(split.train) / config.batch_size)
+            ema = ema_of(model, config.ema, weights=run.weights, updates=steps_done)
         lrs = [group["lr"] for group in optimizer.param_groups]
         optimizer.load_state_dict(run.optimizer)
         for group, lr in zip(optimizer.param_groups, lrs):

@@ -56,15 +56,20 @@ def test_unknown_augmentation_and_ema_out_of_range_are_refused():
         TrainConfig(ema=1.0)
 
 
-def test_ema_averages_the_weights_it_is_given():
+def test_ema_averages_the_weights_it_is_given_with_a_warming_decay():
     model = torch.nn.Linear(2, 1)
     ema = ema_of(model, 0.9)
     with torch.no_grad():
         ema.update_parameters(model)  # the first update copies
         start = model.weight.clone()
         model.weight.add_(1.0)
-        ema.update_parameters(model)
-    assert torch.allclose(ema.module.weight, start + 0.1)
+        ema.update_parameters(model)  # decay min(0.9, 1/10): mostly the new weights
+        assert torch.allclose(ema.module.weight, start + 0.9)
+    resumed = ema_of(model, 0.9, weights=ema.module.state_dict(), updates=1001)
+    with torch.no_grad():
+        model.weight.add_(1.0)
+        resumed.update_parameters(model)  # long warmed up: the full decay
+    assert torch.allclose(resumed.module.weight, start + 0.9 + 0.1 * 1.1)
 
 
 RAE = ResidualAutoencoderConfig(width=4, downsamplings=2, latent_channels=2)
