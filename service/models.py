@@ -29,12 +29,28 @@ def choose_providers(requested: str) -> list[str]:
     available = ort.get_available_providers()
     if requested == "cpu":
         return ["CPUExecutionProvider"]
+    if "CUDAExecutionProvider" in available:
+        preload_cuda_libraries()
     if requested == "cuda":
         if "CUDAExecutionProvider" not in available:
             raise ModelLoadError(f"CAE_PROVIDERS=cuda but this onnxruntime has only {available} "
                                  "(install onnxruntime-gpu with its CUDA libraries)")
         return ["CUDAExecutionProvider", "CPUExecutionProvider"]
     return (["CUDAExecutionProvider"] if "CUDAExecutionProvider" in available else []) + ["CPUExecutionProvider"]
+
+
+def preload_cuda_libraries() -> None:
+    """Load the CUDA runtime, cuBLAS and cuDNN from the nvidia-* pip packages (the gpu extra installs them)
+    before the first CUDA session, as onnxruntime-gpu's documentation asks: they are not on the loader's
+    path otherwise. Where they come from elsewhere (a CUDA base image, LD_LIBRARY_PATH), this finds
+    nothing and onnxruntime loads them itself."""
+    preload = getattr(ort, "preload_dlls", None)
+    if preload is None:
+        return
+    try:
+        preload()
+    except Exception as e:  # noqa: BLE001 (onnxruntime's own loader gets its chance and says what is missing)
+        log.warning("onnxruntime.preload_dlls() failed (%s); onnxruntime will look for the CUDA libraries itself", e)
 
 
 @dataclass

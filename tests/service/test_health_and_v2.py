@@ -197,3 +197,25 @@ def test_gpu_batching_defaults_where_cuda_runs_the_models(make_client, monkeypat
     assert batching["max_batch_size"] == 256 and batching["max_batch_wait_ms"] == 2.0
     assert make_client(max_batch_size=8).get("/v1/models").json()["batching"]["max_batch_size"] == 8
     assert seen[0] == cpu
+
+
+def test_cuda_libraries_are_preloaded_only_where_cuda_may_run(monkeypatch):
+    import onnxruntime as ort
+
+    from service import models
+
+    calls = []
+    monkeypatch.setattr(ort, "preload_dlls", lambda: calls.append(1), raising=False)
+    monkeypatch.setattr(ort, "get_available_providers", lambda: ["CUDAExecutionProvider", "CPUExecutionProvider"])
+    assert models.choose_providers("cpu") == ["CPUExecutionProvider"] and calls == []
+    assert models.choose_providers("auto")[0] == "CUDAExecutionProvider" and calls == [1]
+    assert models.choose_providers("cuda")[0] == "CUDAExecutionProvider" and calls == [1, 1]
+
+    def broken():
+        raise OSError("libcudnn.so.9: cannot open shared object file")
+
+    monkeypatch.setattr(ort, "preload_dlls", broken, raising=False)
+    assert models.choose_providers("auto")[0] == "CUDAExecutionProvider"  # a failed preload is logged, not fatal
+    monkeypatch.setattr(ort, "get_available_providers", lambda: ["CPUExecutionProvider"])
+    monkeypatch.setattr(ort, "preload_dlls", lambda: calls.append(1), raising=False)
+    assert models.choose_providers("auto") == ["CPUExecutionProvider"] and len(calls) == 2
