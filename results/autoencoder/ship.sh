@@ -6,11 +6,12 @@
 # rule in export/choose.py; the model card records the command and the numbers. Each run's result,
 # metrics and loss curve are copied next to this script.
 # RUNS=runs/gpu/autoencoder ships the family trained by scripts/gpu_family.sh; MEMBERS="name ..." other
-# members (run folders under RUNS); COLORIZER=<run folder> another colorizer run.
+# members (run folders under RUNS, or paths with a slash); COLORIZER=<run folder> another colorizer run.
 set -euo pipefail
 RUNS=${RUNS:-runs/autoencoder}
 read -r -a names <<< "${MEMBERS:-rae_w16_d2_z1_b1 rae_w16_d2_z2_b1 rae_w16_d1_z1_b1 rae_w16_d1_z2_b1}"
-family=("${names[@]/#/$RUNS/}")
+family=()
+for name in "${names[@]}"; do [[ $name == */* ]] && family+=("$name") || family+=("$RUNS/$name"); done
 colorizer=${COLORIZER:-runs/colorization/unet_lab_classification}
 if [[ -f $colorizer/checkpoint.pt ]]; then
   cae export --autoencoder "${family[@]}" --colorizer "$colorizer" \
