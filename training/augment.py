@@ -42,23 +42,34 @@ def augment(x: torch.Tensor, kind: str, generator: torch.Generator) -> torch.Ten
     return x
 
 
-def ema_of(model: torch.nn.Module, decay: float, weights: dict | None = None, updates: int = 0) -> AveragedModel:
-    """torch's AveragedModel as an exponential moving average of `model` (buffers included), started from
-    `weights` after `updates` steps when a run resumes (else from the model's weights at its first update).
+class WeightAverage:
+    """An exponential moving average of `model`'s weights and buffers: torch's AveragedModel, with the decay
+    warmed up as min(decay, (1 + n) / (10 + n)) after n averaging updates (as timm's ModelEmaV3 does: a
+    fixed 0.999 from the first step still holds mostly the initial weights after a few hundred steps).
+    Integer buffers (BatchNorm's count of batches seen) are the model's own. A resumed run passes the
+    average's `weights` and the `updates` made so far, and continues exactly where it stopped."""
 
-    The decay warms up as min(decay, (1 + n) / (10 + n)) after n updates (as timm's ModelEmaV3 does): a
-    fixed 0.999 from the first step would still hold mostly the initial weights after a few hundred steps.
-    """
-    done = [max(0, updates - 1)]  # averaging updates so far: every update but the first, which copies
+    def __init__(self, model: torch.nn.Module, decay: float, weights: dict | None = None, updates: int = 0):
+        self.decay, self.updates, self._weight = decay, updates, 1.0
+        self.averaged = AveragedModel(model, multi_avg_fn=self._lerp, use_buffers=True)
+        if weights is not None:
+            self.averaged.module.load_state_dict(weights)
+            self.averaged.n_averaged.fill_(max(1, updates))  # started: the next update averages instead of copying
+
+    @property
+    def module(self) -> torch.nn.Module:
+        return self.averaged.module
+
+    def update(self, model: torch.nn.Module) -> None:
+        n = max(0, self.updates - 1)  # averaging updates so far: every update but the first, which copies
+        self._weight = 1 - min(self.decay, (1 + n) / (10 + n))
+        self.averaged.update_parameters(model)
+        self.updates += 1
 
     @torch.no_grad()
-    def average(averaged: list[torch.Tensor], current: list[torch.Tensor], _count) -> None:
-        n = done[0]
-        torch._foreach_lerp_(averaged, current, 1 - min(decay, (1 + n) / (10 + n)))
-        done[0] = n + 1
-
-    ema = AveragedModel(model, multi_avg_fn=average, use_buffers=True)
-    if weights is not None:
-        ema.module.load_state_dict(weights)
-        ema.n_averaged.fill_(max(1, updates))  # started: the next update averages instead of copying
-    return ema
+    def _lerp(self, averaged: list[torch.Tensor], current: list[torch.Tensor], _count) -> None:
+        # AveragedModel calls this once per (device, dtype) group of tensors.
+        if torch.is_floating_point(averaged[0]):
+            torch._foreach_lerp_(averaged, current, self._weight)
+        else:
+            torch._foreach_copy_(averaged, current)

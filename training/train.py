@@ -31,7 +31,7 @@ from tqdm.auto import tqdm
 from training.config import TrainConfig, default_train_config
 from training.data import ImageArray, Split, load_images, split_indices
 from training.run import CHECKPOINT, DataFacts, Run, RunState  # noqa: F401 (CHECKPOINT re-exported)
-from training.augment import augment, ema_of, epoch_generator
+from training.augment import WeightAverage, augment, epoch_generator
 from training.step import GraphedStep, StepPlan, make_optimizer_for, set_lr
 from training.metrics import METRIC_NAMES, batch_sums
 from training.model import FIRST_MODEL, MODEL_CONFIGS, build_autoencoder
@@ -292,14 +292,14 @@ def train(
     optimizer = make_optimizer(config.optimizer, model, config.lr, plan)
     state = RunState()
     ckpt_path = out / CHECKPOINT
-    ema = ema_of(model, config.ema) if config.ema else None
+    ema = WeightAverage(model, config.ema) if config.ema else None
     if ckpt_path.exists():
         run = Run.load(ckpt_path, map_location=device)
         _check_resumable(run, task, config)
         model.load_state_dict(run.train_weights if run.train_weights is not None else run.weights)
         if ema is not None:
             steps_done = run.state.epoch * math.ceil(len(split.train) / config.batch_size)
-            ema = ema_of(model, config.ema, weights=run.weights, updates=steps_done)
+            ema = WeightAverage(model, config.ema, weights=run.weights, updates=steps_done)
         lrs = [group["lr"] for group in optimizer.param_groups]
         optimizer.load_state_dict(run.optimizer)
         for group, lr in zip(optimizer.param_groups, lrs):
@@ -341,7 +341,7 @@ def train(
                 set_lr(optimizer, config.lr * 0.5 * (1 + math.cos(math.pi * progress_done)))
             loss = step(augment(x, config.augment, generator) if generator is not None else x)
             if ema is not None:
-                ema.update_parameters(model)
+                ema.update(model)
             if i % config.log_every == 0 or i == steps_per_epoch - 1:
                 value = loss.item()
                 state.steps.append(value)

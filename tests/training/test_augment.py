@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from training.augment import SHIFT, augment, ema_of, epoch_generator
+from training.augment import SHIFT, WeightAverage, augment, epoch_generator
 from training.config import TrainConfig
 from training.model import ResidualAutoencoderConfig
 from training.train import CHECKPOINT, load_checkpoint, model_from_checkpoint, train
@@ -58,18 +58,29 @@ def test_unknown_augmentation_and_ema_out_of_range_are_refused():
 
 def test_ema_averages_the_weights_it_is_given_with_a_warming_decay():
     model = torch.nn.Linear(2, 1)
-    ema = ema_of(model, 0.9)
+    ema = WeightAverage(model, 0.9)
     with torch.no_grad():
-        ema.update_parameters(model)  # the first update copies
+        ema.update(model)  # the first update copies
         start = model.weight.clone()
         model.weight.add_(1.0)
-        ema.update_parameters(model)  # decay min(0.9, 1/10): mostly the new weights
+        ema.update(model)  # decay min(0.9, 1/10): mostly the new weights
         assert torch.allclose(ema.module.weight, start + 0.9)
-    resumed = ema_of(model, 0.9, weights=ema.module.state_dict(), updates=1001)
+    resumed = WeightAverage(model, 0.9, weights=ema.module.state_dict(), updates=1001)
     with torch.no_grad():
         model.weight.add_(1.0)
-        resumed.update_parameters(model)  # long warmed up: the full decay
+        resumed.update(model)  # long warmed up: the full decay
     assert torch.allclose(resumed.module.weight, start + 0.9 + 0.1 * 1.1)
+
+
+def test_ema_of_a_model_with_batchnorm_keeps_its_batch_count_and_warms_up_once_per_step():
+    model = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.BatchNorm2d(4))
+    ema = WeightAverage(model, 0.999)
+    for _ in range(5):
+        model(torch.rand(2, 3, 8, 8))  # training mode: the running statistics and the count move
+        ema.update(model)
+    assert int(ema.module[1].num_batches_tracked) == int(model[1].num_batches_tracked) == 5
+    assert ema.updates == 5  # one warm-up step per update, whatever the number of dtype groups
+    assert not torch.equal(ema.module[1].running_mean, model[1].running_mean)  # averaged
 
 
 RAE = ResidualAutoencoderConfig(width=4, downsamplings=2, latent_channels=2)
