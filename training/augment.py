@@ -12,6 +12,7 @@ import torch
 from torch.optim.swa_utils import AveragedModel
 
 from training.config import AUGMENTATIONS
+
 SHIFT = 2  # pixels: the largest translation of flip-shift, with the border reflected in
 
 

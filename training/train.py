@@ -292,14 +292,13 @@ def train(
     optimizer = make_optimizer(config.optimizer, model, config.lr, plan)
     state = RunState()
     ckpt_path = out / CHECKPOINT
-    ema = WeightAverage(model, config.ema) if config.ema else None
+    ema_start = {}  # where a resumed run's moving average stands
     if ckpt_path.exists():
         run = Run.load(ckpt_path, map_location=device)
         _check_resumable(run, task, config)
         model.load_state_dict(run.train_weights if run.train_weights is not None else run.weights)
-        if ema is not None:
-            steps_done = run.state.epoch * math.ceil(len(split.train) / config.batch_size)
-            ema = WeightAverage(model, config.ema, weights=run.weights, updates=steps_done)
+        if config.ema:
+            ema_start = {"weights": run.weights, "updates": run.state.epoch * math.ceil(len(split.train) / config.batch_size)}
         lrs = [group["lr"] for group in optimizer.param_groups]
         optimizer.load_state_dict(run.optimizer)
         for group, lr in zip(optimizer.param_groups, lrs):
@@ -313,6 +312,7 @@ def train(
             return _result(task, config, state, split, data, model)
         if state.epoch < config.epochs:
             state.test = None  # more epochs asked for than were run: test again at the end
+    ema = WeightAverage(model, config.ema, **ema_start) if config.ema else None
     # What is evaluated, saved as the run's weights and exported: the moving average when there is one.
     shipped = ema.module if ema is not None else model
     hardware = describe_hardware(device)
@@ -331,7 +331,7 @@ def train(
         started = time.perf_counter()
         # The order depends on (seed, epoch) only, so a resumed run sees the batches it would have seen.
         order = np.random.default_rng([config.seed, epoch]).permutation(split.train)
-        generator = epoch_generator(device, config.seed, epoch) if config.augment != "none" else None
+        generator = epoch_generator(device, config.seed, epoch)
         bar = tqdm(batches(images, order, config.batch_size, device, plan.channels_last), total=steps_per_epoch, disable=not progress,
                    desc=f"{task.name} epoch {epoch}/{config.epochs}", leave=False, dynamic_ncols=True)
         for i, x in enumerate(bar):
@@ -339,7 +339,7 @@ def train(
                 # A function of the position in the run only, so a resumed run continues the same curve.
                 progress_done = ((epoch - 1) * steps_per_epoch + i) / (config.epochs * steps_per_epoch)
                 set_lr(optimizer, config.lr * 0.5 * (1 + math.cos(math.pi * progress_done)))
-            loss = step(augment(x, config.augment, generator) if generator is not None else x)
+            loss = step(augment(x, config.augment, generator))
             if ema is not None:
                 ema.update(model)
             if i % config.log_every == 0 or i == steps_per_epoch - 1:

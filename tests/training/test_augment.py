@@ -6,7 +6,7 @@ from training.config import TrainConfig
 from training.model import ResidualAutoencoderConfig
 from training.train import CHECKPOINT, load_checkpoint, model_from_checkpoint, train
 
-from tests.training.test_train import SMALL, Killed, crash_after_epoch
+from tests.training.test_train import SMALL, straight_and_resumed
 
 
 def batch(n=64, size=8):
@@ -88,12 +88,7 @@ RAE = ResidualAutoencoderConfig(width=4, downsamplings=2, latent_channels=2)
 
 def test_ema_run_ships_the_average_and_resumes_to_the_uninterrupted_result(tmp_path, monkeypatch):
     config = TrainConfig(**{**SMALL.__dict__, "epochs": 3, "loss": "mse", "ema": 0.9, "augment": "flip-shift"})
-    straight = train(RAE, config, out=tmp_path / "straight", progress=False)
-    crash_after_epoch(1, monkeypatch)
-    with pytest.raises(Killed):
-        train(RAE, config, out=tmp_path / "crashed", progress=False)
-    monkeypatch.undo()
-    resumed = train(RAE, config, out=tmp_path / "crashed", progress=False)
+    straight, resumed = straight_and_resumed(RAE, config, tmp_path, monkeypatch)
     assert resumed["test"] == pytest.approx(straight["test"], rel=1e-6)
     ckpt = load_checkpoint(tmp_path / "crashed" / CHECKPOINT)
     shipped, trained = ckpt["model"], ckpt["train_model"]

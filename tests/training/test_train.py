@@ -62,6 +62,17 @@ def crash_after_epoch(n, monkeypatch):
     monkeypatch.setattr(train_module, "_write_outputs", crash)
 
 
+def straight_and_resumed(model, config, tmp_path, monkeypatch, crash_after=1):
+    """Results of the same run trained straight through (tmp_path/straight) and killed after epoch
+    `crash_after`, then resumed (tmp_path/crashed)."""
+    straight = train(model, config, out=tmp_path / "straight", progress=False)
+    crash_after_epoch(crash_after, monkeypatch)
+    with pytest.raises(Killed):
+        train(model, config, out=tmp_path / "crashed", progress=False)
+    monkeypatch.undo()
+    return straight, train(model, config, out=tmp_path / "crashed", progress=False)
+
+
 def test_resume_after_a_crash_gives_the_uninterrupted_result(tmp_path, monkeypatch):
     straight = train(FIRST_MODEL, TrainConfig(**{**SMALL.__dict__, "epochs": 3}), out=tmp_path / "straight", progress=False)
     crash_after_epoch(2, monkeypatch)
@@ -167,12 +178,7 @@ def test_residual_autoencoder_trains_with_cosine_schedule_and_resumes(tmp_path, 
     from training.model import ResidualAutoencoderConfig
 
     model, config = ResidualAutoencoderConfig(width=4, downsamplings=2, latent_channels=2), TrainConfig(**{**SMALL.__dict__, "epochs": 3, "schedule": "cosine", "loss": "mse"})
-    straight = train(model, config, out=tmp_path / "straight", progress=False)
-    crash_after_epoch(1, monkeypatch)
-    with pytest.raises(Killed):
-        train(model, config, out=tmp_path / "crashed", progress=False)
-    monkeypatch.undo()
-    resumed = train(model, config, out=tmp_path / "crashed", progress=False)
+    straight, resumed = straight_and_resumed(model, config, tmp_path, monkeypatch)
     # The schedule depends on the position in the run only, so a resumed run follows the same curve.
     assert resumed["test"] == pytest.approx(straight["test"], rel=1e-6)
     ckpt = load_checkpoint(tmp_path / "crashed" / CHECKPOINT)
