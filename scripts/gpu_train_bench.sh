@@ -10,6 +10,9 @@
 #   run: DATA=data/train.tar.gz scripts/gpu_train_bench.sh       (carry ["data"])
 #   here, to check the script: DEVICE=cpu DATA=fake:512 IMAGES=512 ROUNDS=1 WORKERS=2 OUT=/tmp/out scripts/gpu_train_bench.sh
 set -uo pipefail
+cd "$(dirname "$0")/.."
+# The device machine has torch but not this package installed: run it from the checkout.
+export PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH} PYTHONUNBUFFERED=1
 DEVICE=${DEVICE:-cuda}
 DATA=${DATA:-data/train.tar.gz}
 WORKERS=${WORKERS:-6}
@@ -19,7 +22,7 @@ SWEEP=${SWEEP:-results/sweep_full}
 OUT=${OUT:?set OUT to a folder for the results}
 mkdir -p "$OUT"
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv > "$OUT/gpu.txt" 2>&1 || true
-python benchmarks/gpu_train.py --device "$DEVICE" --data "$DATA" --images "$IMAGES" --rounds "$ROUNDS" \
+python3 benchmarks/gpu_train.py --device "$DEVICE" --data "$DATA" --images "$IMAGES" --rounds "$ROUNDS" \
   --sweep --workers "$WORKERS" --sweep-out "$SWEEP" --out "$OUT/gpu_train.json" 2>&1 | tee "$OUT/gpu_train.log"
 tar czf "$OUT/sweep_full.tar.gz" --exclude=trials "$SWEEP"
 ls -la "$OUT"
