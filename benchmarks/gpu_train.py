@@ -113,11 +113,14 @@ def sweep_wall_time(device: str, workers: int, data: str | None, out: str | None
     out = Path(out) if out else Path(tempfile.mkdtemp(prefix="cae-gpu-sweep-"))
     cmd = [sys.executable, "-m", "cae", "sweep", "--fraction", "1.0", "--device", device, "--workers", str(workers),
            "--out", str(out), "--quiet", "--no-figures"] + (["--data", data] if data else [])
+    store = out / "results.jsonl"
+    before = len(store.read_text().splitlines()) if store.exists() else 0  # a resumed sweep times only the rest
     start = time.perf_counter()
     proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
     seconds = time.perf_counter() - start
-    trials = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()] if (out / "results.jsonl").exists() else []
+    trials = [json.loads(line) for line in store.read_text().splitlines()] if store.exists() else []
     return {"command": " ".join(cmd[1:]), "exit": proc.returncode, "seconds": round(seconds, 1), "trials": len(trials),
+            "trials_timed": len(trials) - before,
             "folder": str(out), "stderr_tail": proc.stderr[-1000:]}
 
 
@@ -162,6 +165,7 @@ def main(argv=None) -> int:
     print(json.dumps({k: round(v, 3) for k, v in ratios.items()}))
     results = {"device": name, "torch": torch.__version__, "images": len(images_u8), "data": data.source,
                "images_per_second": medians, "ratios": ratios}
+    write_results(args.out, results)  # the table is kept even if the sweep is cut short
     if args.sweep:
         results["sweep"] = sweep_wall_time(args.device, args.workers, args.data, args.sweep_out)
         if args.sweep_out and results["sweep"]["exit"] == 0:

@@ -21,6 +21,20 @@ ROUNDS=${ROUNDS:-3}
 SWEEP=${SWEEP:-results/sweep_full}
 OUT=${OUT:?set OUT to a folder for the results}
 mkdir -p "$OUT"
+# Trials in separate processes time-slice the GPU unless the CUDA MPS daemon lets their kernels run side
+# by side; start it where the machine has it (MPS=0 to compare without), and check a CUDA client still starts.
+if [[ ${MPS:-1} == 1 && $DEVICE == cuda ]] && command -v nvidia-cuda-mps-control > /dev/null; then
+  export CUDA_MPS_PIPE_DIRECTORY=${CUDA_MPS_PIPE_DIRECTORY:-/tmp/mps-pipe} CUDA_MPS_LOG_DIRECTORY=${CUDA_MPS_LOG_DIRECTORY:-/tmp/mps-log}
+  mkdir -p "$CUDA_MPS_PIPE_DIRECTORY" "$CUDA_MPS_LOG_DIRECTORY"
+  if nvidia-cuda-mps-control -d && timeout 60 python3 -c "import torch; torch.zeros(1, device='cuda')"; then
+    echo "MPS: on" | tee "$OUT/mps.txt"
+    trap 'echo quit | nvidia-cuda-mps-control' EXIT
+    trap 'exit 143' TERM  # cut short by the caller's timeout: still stop the daemon
+  else
+    echo quit | nvidia-cuda-mps-control 2> /dev/null
+    echo "MPS: could not start; trials time-slice the GPU" | tee "$OUT/mps.txt"
+  fi
+fi
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv > "$OUT/gpu.txt" 2>&1 || true
 python3 benchmarks/gpu_train.py --device "$DEVICE" --data "$DATA" --images "$IMAGES" --rounds "$ROUNDS" \
   --sweep --workers "$WORKERS" --sweep-out "$SWEEP" --out "$OUT/gpu_train.json" 2>&1 | tee "$OUT/gpu_train.log"
