@@ -45,6 +45,19 @@ def test_training_reduces_the_loss(tmp_path):
     assert result["epochs"] == 4
 
 
+def test_steps_csv_keeps_every_log_every_th_loss_and_each_epochs_last(tmp_path):
+    # The losses stay on the device during an epoch and are read back at its end: the same values either way.
+    every = train(TINY_MODEL, TrainConfig(data="fake:200", epochs=2, batch_size=16, precision="fp32"), out=tmp_path / "a", progress=False)
+    sparse = train(TINY_MODEL, TrainConfig(data="fake:200", epochs=2, batch_size=16, precision="fp32", log_every=4), out=tmp_path / "b", progress=True)
+    assert every["test"] == sparse["test"]
+    read = lambda run: [float(r["loss"]) for r in csv.DictReader(open(tmp_path / run / "steps.csv"))]  # noqa: E731
+    all_steps, logged = read("a"), read("b")
+    per_epoch = len(all_steps) // 2
+    assert per_epoch == 10  # 160 training images, batch 16
+    expected = [all_steps[e * per_epoch + i] for e in range(2) for i in range(per_epoch) if i % 4 == 0 or i == per_epoch - 1]
+    assert logged == pytest.approx(expected) and all(v > 0 for v in logged)
+
+
 class Killed(Exception):
     pass
 
