@@ -45,9 +45,9 @@ OPTIMIZERS = {
     "rmsprop": lambda params, lr, fused: torch.optim.RMSprop(params, lr=lr),
 }
 
-# Fields that may change between a run and its resumption without invalidating it.
 # The progress bar shows the loss every this many steps (each read waits for the device).
 BAR_EVERY = 50
+# Fields that may change between a run and its resumption without invalidating it.
 RESUMABLE_CHANGES = {"epochs", "device", "eval_batch_size"}
 
 
