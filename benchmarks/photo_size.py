@@ -1,6 +1,7 @@
 """Photo-sized requests against the real service: latency, peak memory, probes, memory given back.
 
     python benchmarks/photo_size.py --models models --out results/serving/photo_size.json
+    python benchmarks/photo_size.py --model rae_w64_d1_z2_b1 --burst-seconds 0 --out results/serving/photo_size_w64.json
 
 Starts `python -m service` on loopback with the given models and default settings, then:
 - for each endpoint (/reconstruct, /colorize, /encode?size=native) at 0.25, 1, 4 and 12 megapixels
@@ -10,6 +11,8 @@ Starts `python -m service` on loopback with the given models and default setting
   counts (503s with and without Retry-After), worst latency;
 - all along, /healthz every 20 ms on its own connection: its worst latency per phase;
 - RSS at idle before, and 3 s after the last request finished in the service.
+--model names the family member /reconstruct and /encode use (default: the manifest's default autoencoder);
+--burst-seconds 0 leaves the burst out.
 Needs wrk (Debian: apt-get install wrk).
 """
 
@@ -155,12 +158,36 @@ def post(port: int, path: str, body: bytes) -> tuple[int, float, int]:
     return resp.status, time.perf_counter() - started, len(data)
 
 
+def burst(port: int, pid: int, connections: int, seconds: int) -> dict:
+    """wrk with `connections` connections sending 256x256 /colorize for `seconds`: statuses, worst latency, peak RSS."""
+    with tempfile.TemporaryDirectory() as tmp:
+        jpeg = Path(tmp) / "burst.jpg"
+        jpeg.write_bytes(photo(0, seed=7, side=256))
+        script = Path(tmp) / "burst.lua"
+        script.write_text(BURST_LUA.format(jpeg=jpeg))
+        with Sampler(pid, port) as s:
+            started = time.perf_counter()
+            out = subprocess.run(["wrk", "-t2", f"-c{connections}", f"-d{seconds}s", "--timeout", "60s",
+                                  "-s", str(script), f"http://127.0.0.1:{port}/colorize"], capture_output=True, text=True).stdout
+            wall = time.perf_counter() - started
+    counts: dict[str, int] = {}
+    for key, value in re.findall(r"^STATUS (\S+) (\d+)$", out, re.M):
+        counts[key] = counts.get(key, 0) + int(value)
+    max_latency = float(re.search(r"^MAXLAT_US (\S+)$", out, re.M).group(1)) / 1e6
+    print(f"burst: {connections} connections x {seconds} s of 256x256 /colorize: {counts}, "
+          f"worst latency {max_latency:.2f} s, peak RSS {s.peak_rss:.0f} MB, /healthz worst {s.worst_health_ms:.1f} ms")
+    return {"connections": connections, "seconds": seconds, "wall_s": round(wall, 1),
+            "statuses": counts, "worst_latency_s": round(max_latency, 2), "peak_rss_mb": round(s.peak_rss, 1),
+            "healthz_worst_ms": round(s.worst_health_ms, 1), "healthz_failures": s.health_failures}
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--models", default=str(ROOT / "models"), help="model folder (default: the shipped models/)")
     parser.add_argument("--sizes", type=float, nargs="+", default=list(SIZES_MP), help="megapixels (default 0.25 1 4 12)")
     parser.add_argument("--burst-connections", type=int, default=120, help="wrk connections in the burst (default 120)")
-    parser.add_argument("--burst-seconds", type=int, default=15, help="burst duration (default 15)")
+    parser.add_argument("--burst-seconds", type=int, default=15, help="burst duration (default 15; 0: no burst)")
+    parser.add_argument("--model", default=None, help="autoencoder for /reconstruct and /encode (default: the default one)")
     parser.add_argument("--out", default=None, help="write the results as JSON here")
     args = parser.parse_args(argv)
 
@@ -176,6 +203,8 @@ def main(argv=None) -> int:
         for mp in args.sizes:
             body = photo(mp, seed=int(mp * 100))
             for path in ENDPOINTS:
+                if args.model and not path.startswith("/colorize"):
+                    path += ("&" if "?" in path else "?") + f"model={args.model}"
                 with Sampler(proc.pid, port) as s:
                     status, seconds, size = post(port, path, body)
                 row = {"endpoint": path, "megapixels": mp, "status": status, "seconds": round(seconds, 3),
@@ -183,25 +212,8 @@ def main(argv=None) -> int:
                        "healthz_worst_ms": round(s.worst_health_ms, 1), "healthz_failures": s.health_failures, "bytes_out": size}
                 results["requests"].append(row)
                 print(f"{path:<22}{mp:>6g}{status:>8}{seconds:>9.2f}{seconds / mp:>7.2f}{s.peak_rss:>13.0f}{s.worst_health_ms:>18.1f}")
-        with tempfile.TemporaryDirectory() as tmp:
-            jpeg = Path(tmp) / "burst.jpg"
-            jpeg.write_bytes(photo(0, seed=7, side=256))
-            script = Path(tmp) / "burst.lua"
-            script.write_text(BURST_LUA.format(jpeg=jpeg))
-            with Sampler(proc.pid, port) as s:
-                started = time.perf_counter()
-                out = subprocess.run(["wrk", "-t2", f"-c{args.burst_connections}", f"-d{args.burst_seconds}s", "--timeout", "60s",
-                                      "-s", str(script), f"http://127.0.0.1:{port}/colorize"], capture_output=True, text=True).stdout
-                wall = time.perf_counter() - started
-        counts: dict[str, int] = {}
-        for key, value in re.findall(r"^STATUS (\S+) (\d+)$", out, re.M):
-            counts[key] = counts.get(key, 0) + int(value)
-        max_latency = float(re.search(r"^MAXLAT_US (\S+)$", out, re.M).group(1)) / 1e6
-        results["burst"] = {"connections": args.burst_connections, "seconds": args.burst_seconds, "wall_s": round(wall, 1),
-                            "statuses": counts, "worst_latency_s": round(max_latency, 2), "peak_rss_mb": round(s.peak_rss, 1),
-                            "healthz_worst_ms": round(s.worst_health_ms, 1), "healthz_failures": s.health_failures}
-        print(f"burst: {args.burst_connections} connections x {args.burst_seconds} s of 256x256 /colorize: {counts}, "
-              f"worst latency {max_latency:.2f} s, peak RSS {s.peak_rss:.0f} MB, /healthz worst {s.worst_health_ms:.1f} ms")
+        if args.burst_seconds > 0:
+            results["burst"] = burst(port, proc.pid, args.burst_connections, args.burst_seconds)
         # wrk stops sending, but requests it abandoned are still being worked through: wait for none in flight.
         wait_idle(port)
         time.sleep(3)

@@ -4,7 +4,7 @@
     cae-client colorize gray.jpg -o colour.png --size native
     cae-client encode in.png --json > latent.json      # the service's own /encode JSON
     cae-client decode latent.json -o out.png             # takes that, a curl'd /encode body, or one {shape, latent}
-    cae-client reconstruct in.png -o out.png --model rae_w16_d1_z2_b1   # another autoencoder of the family
+    cae-client reconstruct in.png -o out.png --model rae_w64_d1_z2_b1   # another autoencoder of the family
     cae-client models
 
 The service address and key come from --url/--api-key or CAE_URL/CAE_API_KEY.
