@@ -6,7 +6,8 @@
 # rule in export/choose.py; the model card records the command and the numbers. Each run's result,
 # metrics and loss curve are copied next to this script.
 # RUNS=runs/gpu/autoencoder ships the family trained by scripts/gpu_family.sh; MEMBERS="name ..." other
-# members (run folders under RUNS, or paths with a slash); COLORIZER=<run folder> another colorizer run.
+# members (run folders under RUNS, or paths with a slash); COLORIZER=<run folder> another colorizer run,
+# DECODING=<results.json> the color-report that chose its decoding (default results/colorization/results.json).
 set -euo pipefail
 RUNS=${RUNS:-runs/autoencoder}
 read -r -a names <<< "${MEMBERS:-rae_w16_d2_z1_b1 rae_w16_d2_z2_b1 rae_w16_d1_z1_b1 rae_w16_d1_z2_b1}"
@@ -15,7 +16,7 @@ for name in "${names[@]}"; do [[ $name == */* ]] && family+=("$name") || family+
 colorizer=${COLORIZER:-runs/colorization/unet_lab_classification}
 if [[ -f $colorizer/checkpoint.pt ]]; then
   cae export --autoencoder "${family[@]}" --colorizer "$colorizer" \
-    --decoding-from results/colorization/results.json --out models "$@"
+    --decoding-from "${DECODING:-results/colorization/results.json}" --out models "$@"
 else
   cae export --autoencoder "${family[@]}" --reuse models --keep colorizer --out models "$@"
 fi
