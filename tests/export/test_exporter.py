@@ -1,4 +1,5 @@
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -222,3 +223,26 @@ def test_cli_errors_are_one_line(tiny_runs, tmp_path):
                           capture_output=True, text=True, cwd=tmp_path)
     assert proc.returncode == 2 and "no checkpoint.pt" in proc.stderr
     assert list(tmp_path.glob("models*")) == []  # checked before anything is written
+
+
+EXPORT_ONE_ENCODER = """
+import sys
+from pathlib import Path
+import torch
+from export import graphs
+from export.onnx_export import export_graph
+from training.model import ResidualAutoencoder, ResidualAutoencoderConfig
+torch.manual_seed(0)
+model = ResidualAutoencoder(ResidualAutoencoderConfig(width=4, downsamplings=2, latent_channels=1))
+export_graph(graphs.EncoderGraph(model), graphs.encoder_spec(1), torch.rand(1, 3, 32, 32), 4, Path(sys.argv[1]))
+"""
+
+
+def test_exporting_the_same_model_twice_gives_the_same_bytes(tmp_path):
+    # torch.export's metadata depends on the process's string hashing: two processes, two hash seeds (1 and 3
+    # order its range constraints differently).
+    paths = [tmp_path / f"encoder{seed}.onnx" for seed in (1, 3)]
+    for seed, path in zip((1, 3), paths):
+        subprocess.run([sys.executable, "-c", EXPORT_ONE_ENCODER, str(path)], check=True,
+                       env={**os.environ, "PYTHONHASHSEED": str(seed)})
+    assert paths[0].read_bytes() == paths[1].read_bytes()
