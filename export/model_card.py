@@ -151,7 +151,7 @@ def render(manifest: dict) -> str:
                      "Tried in this project (results/colorization/results.md): L2 regression (YCbCr, ratio, difference, Lab; study network and U-Net) stays near the baseline at 34-47% "
                      "colourfulness; classification with rebalancing is vivid (115%) but loses 1.9 dB; the decoding scan trades one for "
                      "the other; 16 epochs with a cosine schedule instead of 5 at a constant rate moved that trade by about +0.2 dB at "
-                     "the same colourfulness (results/colorization/cos16/results.md), with validation loss flat after epoch 10."), ""]
+                     "the same colourfulness (results/colorization/cos16/results.md), with validation loss flat after epoch 10; flips did not help in a pilot."), ""]
 
     lines += ["## Parity with PyTorch", "",
               "Max |ONNX - PyTorch| per check (random and real images, at 32x32 and a larger size):", ""]
