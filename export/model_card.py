@@ -48,7 +48,7 @@ def _io(facts: dict) -> str:
 
 
 def _decoding_source(manifest: dict) -> str:
-    found = re.search(r"--decoding-from (\S+)", manifest.get("command", ""))
+    found = re.search(r"--decoding-from (\S+)", manifest.get("command") or "")
     return "chosen on validation images by `cae color-report`" + (f": `{found.group(1)}`" if found else "")
 
 
