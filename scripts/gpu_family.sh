@@ -9,7 +9,7 @@
 #            (a second call carries the unpacked runs/ back, carry=["data", "runs"], and resumes them)
 #   here:    cd <files_at> && for p in *.part-aa; do cat "${p%.part-aa}".part-* > /tmp/"${p%.part-aa}"; done
 #            for t in <files_at>/*.tar /tmp/*.tar; do tar -xf "$t" -C runs; done
-#            results/autoencoder/ship.sh          (export on the CPU: parity, scores, manifest, card)
+#            MEMBERS="runs/... " results/autoencoder/ship.sh   (export on the CPU: parity, scores, manifest, card)
 #
 # EPOCHS (default 100: what the shipped family was trained with) sets the recipe's length; checked here with
 #   DEVICE=cpu EPOCHS=1 DATA=fake:256 THREADS=1 RUNS=/tmp/family OUT=/tmp/family_out scripts/gpu_family.sh

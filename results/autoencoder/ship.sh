@@ -5,18 +5,20 @@
 # models/ is kept as it is (--reuse models --keep colorizer). The default autoencoder is picked by the
 # rule in export/choose.py; the model card records the command and the numbers. Each run's result,
 # metrics and loss curve are copied next to this script.
-# RUNS=runs/gpu/autoencoder ships the family trained by scripts/gpu_family.sh; MEMBERS="name ..." other
-# members (run folders under RUNS, or paths with a slash); COLORIZER=<run folder> another colorizer run,
-# DECODING=<results.json> the color-report that chose its decoding (default results/colorization/results.json).
+# The defaults are the runs behind what models/ ships now (README, "The shipped models"). MEMBERS="name ..."
+# ships other members (run folders under RUNS, or paths with a slash); COLORIZER=<run folder> another
+# colorizer run, DECODING=<results.json> the color-report that chose its decoding.
 set -euo pipefail
 RUNS=${RUNS:-runs/autoencoder}
-read -r -a names <<< "${MEMBERS:-rae_w16_d2_z1_b1 rae_w16_d2_z2_b1 rae_w16_d1_z1_b1 rae_w16_d1_z2_b1}"
+SHIPPED="runs/gpu/autoencoder/rae_w16_d2_z1_b1 runs/gpu/autoencoder/rae_w16_d2_z2_b1"
+SHIPPED+=" runs/gpu64/autoencoder/rae_w64_d1_z1_b1 runs/gpu64/autoencoder/rae_w64_d1_z2_b1"
+read -r -a names <<< "${MEMBERS:-$SHIPPED}"
 family=()
 for name in "${names[@]}"; do [[ $name == */* ]] && family+=("$name") || family+=("$RUNS/$name"); done
-colorizer=${COLORIZER:-runs/colorization/unet_lab_classification}
+colorizer=${COLORIZER:-runs/colorization/unet32_lab_classification_cos16}
 if [[ -f $colorizer/checkpoint.pt ]]; then
   cae export --autoencoder "${family[@]}" --colorizer "$colorizer" \
-    --decoding-from "${DECODING:-results/colorization/results.json}" --out models "$@"
+    --decoding-from "${DECODING:-results/colorization/cos16/results.json}" --out models "$@"
 else
   cae export --autoencoder "${family[@]}" --reuse models --keep colorizer --out models "$@"
 fi
