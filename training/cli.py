@@ -169,7 +169,7 @@ def cmd_lr_scan(args) -> int:
 def cmd_train_colorizer(args) -> int:
     from training.colorize import ColorizerConfig
 
-    model_config = ColorizerConfig(**_given(args, ("encoding", "arch", "width", "cae", "temperature")),
+    model_config = ColorizerConfig(**_given(args, ("encoding", "arch", "width", "global_context", "cae", "temperature")),
                                    **({"loss": args.color_loss} if args.color_loss else {}))
     return _train_and_report(args, model_config, "(colour images only) ")
 
@@ -253,6 +253,8 @@ def add_commands(sub) -> None:
     g.add_argument("--arch", choices=["unet", "cae"], help="network")
     g.add_argument("--color-loss", choices=["classification", "l2"], help="classification over ab bins (lab only) or l2 regression")
     g.add_argument("--width", type=int, help="U-Net channels at full resolution")
+    g.add_argument("--global-context", action="store_true", default=None,
+                   help="U-Net: fuse the whole image's mean bottleneck features into every position")
     g.add_argument("--cae", help="autoencoder configuration for --arch cae (default: the sweep's best)")
     g.add_argument("--temperature", type=float, help="annealed-mean temperature")
     _add_data_args(p, TRAIN_DEFAULTS["colorization"])

@@ -40,6 +40,7 @@ class ColorizerConfig:
     arch: str = "unet"  # unet | cae
     loss: str = "classification"  # classification (lab only) | l2
     width: int = 32  # U-Net channels at full resolution (x2, x4 below)
+    global_context: bool = False  # U-Net: fuse the image's mean bottleneck features into every position (Iizuka et al.)
     cae: str = "cae_l5_ch4_k3_s1"  # for arch cae: the sweep's best configuration
     bin_size: int = 10  # ab units per quantisation bin
     temperature: float = 0.38  # annealed mean; 1 = the mean, -> 0 = the mode
@@ -59,7 +60,7 @@ class ColorizerConfig:
 
     @property
     def name(self) -> str:
-        arch = f"unet{self.width}" if self.arch == "unet" else self.cae
+        arch = f"unet{self.width}{'g' if self.global_context else ''}" if self.arch == "unet" else self.cae
         return f"color_{self.encoding}_{arch}_{self.loss}"
 
 
@@ -68,20 +69,36 @@ def _block(cin: int, cout: int) -> nn.Sequential:
                          nn.Conv2d(cout, cout, 3, padding=1), nn.BatchNorm2d(cout), nn.ReLU(inplace=True))
 
 
+class GlobalFusion(nn.Module):
+    """Iizuka, Simo-Serra & Ishikawa (2016)'s fusion layer: the image's mean feature vector, through a small
+    MLP, joins every position's features. The bottleneck's receptive field (about 30 pixels) does not span a
+    32x32 image, let alone a photo at working resolution; colour often depends on the scene (sky, sea, grass)."""
+
+    def __init__(self, channels: int):
+        super().__init__()
+        self.summary = nn.Sequential(nn.Linear(channels, channels), nn.ReLU(inplace=True))
+        self.fuse = nn.Sequential(nn.Conv2d(2 * channels, channels, 1), nn.ReLU(inplace=True))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        g = self.summary(x.mean(dim=(2, 3)))[:, :, None, None]  # (B, C, 1, 1): any H, W
+        return self.fuse(torch.cat([x, g.expand_as(x)], 1))
+
+
 class UNet(nn.Module):
     """(B, cin, H, W) -> (B, cout, H, W); H and W multiples of 4."""
 
-    def __init__(self, cin: int, cout: int, width: int = 32):
+    def __init__(self, cin: int, cout: int, width: int = 32, global_context: bool = False):
         super().__init__()
         w = width
         self.enc1, self.enc2, self.enc3 = _block(cin, w), _block(w, 2 * w), _block(2 * w, 4 * w)
+        self.context = GlobalFusion(4 * w) if global_context else nn.Identity()
         self.dec2, self.dec1 = _block(4 * w + 2 * w, 2 * w), _block(2 * w + w, w)
         self.head = nn.Conv2d(w, cout, 1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         e1 = self.enc1(x)  # (B, w, H, W)
         e2 = self.enc2(F.max_pool2d(e1, 2))  # (B, 2w, H/2, W/2)
-        e3 = self.enc3(F.max_pool2d(e2, 2))  # (B, 4w, H/4, W/4)
+        e3 = self.context(self.enc3(F.max_pool2d(e2, 2)))  # (B, 4w, H/4, W/4)
         d2 = self.dec2(torch.cat([F.interpolate(e3, scale_factor=2.0, mode="nearest"), e2], 1))
         d1 = self.dec1(torch.cat([F.interpolate(d2, scale_factor=2.0, mode="nearest"), e1], 1))
         return self.head(d1)
@@ -154,7 +171,7 @@ class Colorizer(nn.Module):
             bins.temperature, bins.prior_correction = config.temperature, config.prior_correction
         outputs = bins.count if config.loss == "classification" else self.encoding.target_channels
         if config.arch == "unet":
-            self.net = UNet(1, outputs, config.width)
+            self.net = UNet(1, outputs, config.width, config.global_context)
         else:
             self.net = ConvAutoencoder(replace(config_from_name(config.cae), in_channels=1, out_channels=outputs))
 

@@ -66,6 +66,24 @@ def test_any_batch_and_size_that_is_a_multiple_of_the_stride(exported_models, n,
     assert rgb.shape == x.shape and rgb.min() >= 0 and rgb.max() <= 1
 
 
+def test_a_global_context_colorizer_exports_with_parity_at_every_size(tmp_path, monkeypatch):
+    # Its image-wide mean makes the graph depend on H and W as a whole: checked at 32x32, 64x96 and 64x64.
+    from export.exporter import export_colorizer
+    from training.colorize import ColorizerConfig
+    from training.train import TrainConfig, train
+
+    monkeypatch.setenv("CAE_CACHE_DIR", str(tmp_path / "cache"))
+    train(ColorizerConfig(width=4, global_context=True), TrainConfig(data="fake:160", epochs=1, batch_size=32, precision="fp32"),
+          out=tmp_path / "run", progress=False)
+    (tmp_path / "out").mkdir()
+    facts = export_colorizer(tmp_path / "run", tmp_path / "out", ExportOptions(), None)
+    assert facts["name"] == "color_lab_unet4g_classification"
+    assert set(facts["parity"]) == {"random_32x32", "real_32x32", "random_64x96", "real_64x64"}
+    assert max(facts["parity"].values()) <= 1e-4
+    graph = onnx.load(str(tmp_path / "out" / "colorizer.onnx")).graph
+    assert any(node.op_type == "ReduceMean" for node in graph.node)
+
+
 def test_colorizer_takes_luma_and_keeps_its_lightness(exported_models):
     """The graph turns Y into the model's own gray channel (Lab L): the output's L is the input's."""
     from kornia.color import rgb_to_lab

@@ -17,6 +17,25 @@ def test_unet_keeps_the_size():
     assert net(torch.rand(1, 1, 48, 64)).shape == (1, 5, 48, 64)
 
 
+@pytest.mark.parametrize("global_context", [False, True])
+def test_only_global_context_reaches_across_a_large_image(global_context):
+    torch.manual_seed(0)
+    net = UNet(1, 3, width=4, global_context=global_context).eval()
+    x = torch.rand(1, 1, 96, 96)
+    y = x.clone()
+    y[..., :32, :32] = 0  # a quadrant, farther from the opposite corner than any receptive field
+    with torch.no_grad():
+        far_x, far_y = net(x)[..., -4:, -4:], net(y)[..., -4:, -4:]
+    # Exactly equal without: the corner's outputs are computed from identical pixels. (At random
+    # initialisation the global path's effect is small, so it is not measured against a tolerance.)
+    assert (not torch.equal(far_x, far_y)) == global_context
+
+
+def test_global_context_is_named_and_old_configs_load_without_it():
+    assert ColorizerConfig(global_context=True).name == "color_lab_unet32g_classification"
+    assert ColorizerConfig(**{"encoding": "lab", "width": 32}).global_context is False  # a config.json of before
+
+
 def test_bins_rebalance_towards_rare_colours_and_decode():
     rng = torch.Generator().manual_seed(0)
     common = torch.randn(9000, 2, generator=rng) * 3  # near-gray
