@@ -175,8 +175,10 @@ def export_colorizer(run: Path, out: Path, options: ExportOptions, data: ImageAr
     test = _as_float(data.images[test_idx])
     metrics = score_colorizer(path, test, options.eval_batch_size)
     baseline = grayscale_baseline(data.images, test_idx)
+    # A colorizer that fuses image-wide features has no finite receptive field: the service never tiles it.
+    context = {"global_context": True} if getattr(colorizer.config, "global_context", False) else {}
     return {**_common_facts(run, options), "role": "colorizer", "file": path.name, "name": run.name, "stride": stride,
-            "decoding": decoding, "parameters": colorizer.num_parameters(), "parity": diffs,
+            **context, "decoding": decoding, "parameters": colorizer.num_parameters(), "parity": diffs,
             "test": {"images": len(test_idx), "grayscale_images_left_out": len(split.test) - len(test_idx),
                      **metrics, "grayscale_baseline": baseline}}
 

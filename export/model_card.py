@@ -61,6 +61,7 @@ def _train_command(facts: dict) -> str:
     if facts["training"]["task"] == "colorization":
         m = facts["training"]["model"]
         width = f" --width {m['width']}" if m.get("width", 32) != 32 else ""
+        width += " --global-context" if m.get("global_context") else ""
         return (f"cae train-colorizer --encoding {m['encoding']} --arch {m['arch']} --color-loss {m['loss']}{width}{extra} "
                 f"--epochs {t['epochs']} --batch-size {t['batch_size']} --lr {t['lr']:g}")
     return (f"cae train --model {name} --loss {t['loss']}{extra} --epochs {t['epochs']} "

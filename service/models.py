@@ -259,7 +259,10 @@ def warm_up(models: dict[str, Model], runs: int = 5) -> None:
         per_px = max(0.0, (big_s - small_s) / max(1, big_px - small_px)) or big_s / big_px
         model.cost = Cost(fixed_s=max(0.0, small_s - per_px * small_px), seconds_per_pixel=per_px,
                           bytes_per_pixel=held / big_px)
-        model.halo = measure_halo(lambda x: model.run(x, shrinking), model.input_channels,
-                                  model.geometry.ratio, model.geometry.align, side=max(side // 2, 16), max_side=side * 2)
+        # A model that declares image-wide context (the export's `global_context`) is never tiled: one pixel's
+        # pull on far outputs can be below what measuring the field detects, yet tiles would still differ.
+        model.halo = None if model.facts.get("global_context") else measure_halo(
+            lambda x: model.run(x, shrinking), model.input_channels, model.geometry.ratio, model.geometry.align,
+            side=max(side // 2, 16), max_side=side * 2)
         log.info("%s: %.3f ms per run + %.3f s per megapixel, %.0f bytes per pixel at peak, tile halo %s",
                  model.key, model.cost.fixed_s * 1e3, per_px * 1e6, model.cost.bytes_per_pixel, model.halo)

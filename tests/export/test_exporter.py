@@ -77,7 +77,7 @@ def test_a_global_context_colorizer_exports_with_parity_at_every_size(tmp_path, 
           out=tmp_path / "run", progress=False)
     (tmp_path / "out").mkdir()
     facts = export_colorizer(tmp_path / "run", tmp_path / "out", ExportOptions(), None)
-    assert facts["name"] == "color_lab_unet4g_classification"
+    assert facts["name"] == "color_lab_unet4g_classification" and facts["global_context"] is True
     assert set(facts["parity"]) == {"random_32x32", "real_32x32", "random_64x96", "real_64x64"}
     assert max(facts["parity"].values()) <= 1e-4
     graph = onnx.load(str(tmp_path / "out" / "colorizer.onnx")).graph
@@ -264,3 +264,15 @@ def test_exporting_the_same_model_twice_gives_the_same_bytes(tmp_path):
         subprocess.run([sys.executable, "-c", EXPORT_ONE_ENCODER, str(path)], check=True,
                        env={**os.environ, "PYTHONHASHSEED": str(seed)})
     assert paths[0].read_bytes() == paths[1].read_bytes()
+
+
+def test_the_card_names_the_colorizer_training_options_away_from_their_defaults():
+    from export.model_card import _train_command
+
+    train = {"epochs": 16, "batch_size": 64, "lr": 0.001, "schedule": "cosine", "augment": "none", "fraction": 1.0}
+    model = {"encoding": "lab", "arch": "unet", "loss": "classification", "width": 32}
+    facts = {"name": "color_lab_unet32_classification", "training": {"task": "colorization", "train": train, "model": model}}
+    assert _train_command(facts) == ("cae train-colorizer --encoding lab --arch unet --color-loss classification "
+                                     "--schedule cosine --epochs 16 --batch-size 64 --lr 0.001")
+    facts["training"]["model"] = {**model, "global_context": True, "width": 48}
+    assert " --width 48 --global-context --schedule cosine " in _train_command(facts)

@@ -47,6 +47,16 @@ def test_measured_halo_covers_a_known_receptive_field():
     np.testing.assert_allclose(tiled, blur(x), atol=1e-6)
 
 
+def test_a_model_that_declares_global_context_is_not_measured_and_never_tiled(model_dir):
+    models = load_models(model_dir, "cpu", 1)
+    by_role = {m.role: m for m in models.values()}
+    colorizer = by_role["colorizer"]
+    colorizer.facts = {**colorizer.facts, "global_context": True}
+    warm_up(models, runs=1)
+    assert colorizer.halo is None and by_role["encoder"].halo is not None
+    assert len(plan_tiles(512, 512, colorizer.geometry, 64 * 64)) == 1
+
+
 @pytest.fixture(scope="module")
 def shipped():
     models = load_models(SHIPPED_MODELS, "cpu", 1)
@@ -60,6 +70,9 @@ INPUT_SIDES = {"encoder": (200, 264), "decoder": (30, 41), "colorizer": (136, 18
 
 def test_tiled_outputs_equal_untiled_outputs_for_every_shipped_model(shipped):
     for key, model in shipped.items():
+        if model.facts.get("global_context"):
+            assert model.halo is None, key  # image-wide features: one run, never tiles
+            continue
         assert model.halo is not None and model.cost.bytes_per_pixel > 0 and model.cost.seconds_per_pixel > 0, key
         shape = (1, model.input_channels, *INPUT_SIDES[model.role])
         x = np.random.default_rng(1).random(shape, dtype=np.float32)
