@@ -176,7 +176,7 @@ def export_colorizer(run: Path, out: Path, options: ExportOptions, data: ImageAr
     metrics = score_colorizer(path, test, options.eval_batch_size)
     baseline = grayscale_baseline(data.images, test_idx)
     # A colorizer that fuses image-wide features has no finite receptive field: the service never tiles it.
-    context = {"global_context": True} if getattr(colorizer.config, "global_context", False) else {}
+    context = {"global_context": True} if colorizer.config.global_context else {}
     return {**_common_facts(run, options), "role": "colorizer", "file": path.name, "name": run.name, "stride": stride,
             **context, "decoding": decoding, "parameters": colorizer.num_parameters(), "parity": diffs,
             "test": {"images": len(test_idx), "grayscale_images_left_out": len(split.test) - len(test_idx),

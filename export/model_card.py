@@ -60,9 +60,9 @@ def _train_command(facts: dict) -> str:
     extra += f" --fraction {t['fraction']:g}" if t.get("fraction", 1.0) != 1.0 else ""
     if facts["training"]["task"] == "colorization":
         m = facts["training"]["model"]
-        width = f" --width {m['width']}" if m.get("width", 32) != 32 else ""
-        width += " --global-context" if m.get("global_context") else ""
-        return (f"cae train-colorizer --encoding {m['encoding']} --arch {m['arch']} --color-loss {m['loss']}{width}{extra} "
+        network = f" --width {m['width']}" if m.get("width", 32) != 32 else ""
+        network += " --global-context" if m.get("global_context") else ""
+        return (f"cae train-colorizer --encoding {m['encoding']} --arch {m['arch']} --color-loss {m['loss']}{network}{extra} "
                 f"--epochs {t['epochs']} --batch-size {t['batch_size']} --lr {t['lr']:g}")
     return (f"cae train --model {name} --loss {t['loss']}{extra} --epochs {t['epochs']} "
             f"--batch-size {t['batch_size']} --lr {t['lr']:g}")
