@@ -32,11 +32,10 @@ def cmd_export(args) -> int:
     decoding = {}
     if args.decoding_from:
         chosen = json.loads(Path(args.decoding_from).read_text())["temperatures"][Path(args.colorizer).name]["chosen"]
-        decoding = {"temperature": chosen["temperature"], "prior_correction": chosen["prior_correction"]}
-    if args.temperature is not None:
-        decoding["temperature"] = args.temperature
-    if args.prior_correction is not None:
-        decoding["prior_correction"] = args.prior_correction
+        decoding = {k: chosen[k] for k in ("temperature", "prior_correction", "saturation") if k in chosen}
+    for name in ("temperature", "prior_correction", "saturation"):
+        if getattr(args, name) is not None:
+            decoding[name] = getattr(args, name)
     options = ExportOptions(exporter=args.exporter, opset=args.opset, tolerance=args.tolerance, version=args.version,
                             decoder_form=args.decoder_form)
     autoencoders, colorizer, out = [Path(r) for r in args.autoencoder or []], args.colorizer and Path(args.colorizer), Path(args.out)
@@ -57,7 +56,7 @@ def cmd_export(args) -> int:
     command = "cae " + " ".join(sys.argv[1:]) if sys.argv and sys.argv[0].endswith("cae") and not args.dry_run else None
     reuse = Path(args.reuse) if args.reuse and not args.dry_run else None
     manifest = export_models(autoencoders, colorizer, out, options, data=data, triton_dir=triton_dir, command=command,
-                             reuse=reuse, default=args.default, keep=args.keep, **decoding)
+                             reuse=reuse, default=args.default, keep=args.keep, decoding=decoding)
     for facts in manifest["models"].values():
         print(f"{out / facts['file']}: {facts['name']}, sha256 {facts['sha256'][:12]}, test " +
               ", ".join(f"{k} {v:.4g}" for k, v in facts["test"].items() if isinstance(v, float)))
@@ -88,6 +87,8 @@ def add_commands(sub) -> None:
     p.add_argument("--version", type=int, default=1, help="model version recorded in the files (default 1)")
     p.add_argument("--temperature", type=float, default=None, help="colorizer decoding: annealed-mean temperature")
     p.add_argument("--prior-correction", type=float, default=None, help="colorizer decoding: prior correction")
+    p.add_argument("--saturation", type=float, default=None, help="colorizer decoding: scale of ab's spread about the "
+                   "image's mean ab (1 = none)")
     p.add_argument("--decoding-from", metavar="JSON", help="take the colorizer's decoding from a color-report results.json")
     p.add_argument("--data", default=None, help="images to evaluate on, if not the checkpoints' own data source")
     p.add_argument("--triton", metavar="DIR", help="also write a Triton model repository here")

@@ -148,20 +148,19 @@ def export_autoencoder(candidate: Candidate, out: Path, options: ExportOptions, 
     }
 
 
-def export_colorizer(run: Path, out: Path, options: ExportOptions, data: ImageArray | None,
-                     temperature: float | None = None, prior_correction: float | None = None) -> dict:
+def export_colorizer(run: Path, out: Path, options: ExportOptions, data: ImageArray | None, decoding: dict | None = None) -> dict:
+    """The colorizer's graph, parity and test scores; `decoding` (temperature, prior_correction, saturation,
+    any of them) replaces the run's own decoding parameters."""
     run = Run.load(run)
     if run.kind != "colorization":
         raise ValueError(f"{run.folder} is not a colorizer run (task {run.kind!r})")
     colorizer = run.model()
     if colorizer.bins is not None:
-        # The decoding (annealed-mean temperature, prior correction) is part of the graph: set it before export.
-        if temperature is not None:
-            colorizer.bins.temperature = temperature
-        if prior_correction is not None:
-            colorizer.bins.prior_correction = prior_correction
-    decoding = ({"temperature": colorizer.bins.temperature, "prior_correction": colorizer.bins.prior_correction}
-                if colorizer.bins is not None else None)
+        # The decoding is part of the graph: set it before export.
+        colorizer.bins.set_decoding(**(decoding or {}))
+    elif decoding:
+        raise ValueError(f"{run.folder}: an L2 colorizer has no decoding to set ({', '.join(decoding)})")
+    decoding = colorizer.bins.decoding if colorizer.bins is not None else None
     data = run.images(data)
     split = run.split(data)
     test_idx = colour_indices(data.images, split.test)
@@ -175,8 +174,10 @@ def export_colorizer(run: Path, out: Path, options: ExportOptions, data: ImageAr
     test = _as_float(data.images[test_idx])
     metrics = score_colorizer(path, test, options.eval_batch_size)
     baseline = grayscale_baseline(data.images, test_idx)
-    # A colorizer that fuses image-wide features has no finite receptive field: the service never tiles it.
-    context = {"global_context": True} if colorizer.config.global_context else {}
+    # A colorizer that fuses image-wide features, or saturates about the image's mean colour, has no finite
+    # receptive field: the service never tiles it.
+    image_wide = colorizer.config.global_context or (decoding is not None and decoding["saturation"] != 1)
+    context = {"global_context": True} if image_wide else {}
     return {**_common_facts(run, options), "role": "colorizer", "file": path.name, "name": run.name, "stride": stride,
             **context, "decoding": decoding, "parameters": colorizer.num_parameters(), "parity": diffs,
             "test": {"images": len(test_idx), "grayscale_images_left_out": len(split.test) - len(test_idx),
@@ -222,7 +223,7 @@ def _reused(reuse: Path | None, replaced: set[str], staging: Path, keep: list[st
 
 
 def _export_into(staging: Path, autoencoders: list[Path], colorizer: Path | None, options: ExportOptions,
-                 data: ImageArray | None, temperature: float | None, prior_correction: float | None, command: str | None,
+                 data: ImageArray | None, decoding: dict | None, command: str | None,
                  reuse: Path | None = None, default: str | None = None, keep: list[str] | None = None) -> dict:
     entries: dict[str, dict] = {}
     candidates = evaluate_candidates(autoencoders, data) if autoencoders else []
@@ -246,7 +247,7 @@ def _export_into(staging: Path, autoencoders: list[Path], colorizer: Path | None
     for candidate in candidates:
         entries.update(export_autoencoder(candidate, staging, options, data))
     if colorizer is not None:
-        entries[COLORIZER] = export_colorizer(colorizer, staging, options, data, temperature, prior_correction)
+        entries[COLORIZER] = export_colorizer(colorizer, staging, options, data, decoding)
 
     for key, facts in entries.items():
         path = staging / facts["file"]
@@ -271,7 +272,7 @@ def _export_into(staging: Path, autoencoders: list[Path], colorizer: Path | None
 
 
 def export_models(autoencoders: list[Path], colorizer: Path | None, out: Path, options: ExportOptions = ExportOptions(),
-                  data: ImageArray | None = None, temperature: float | None = None, prior_correction: float | None = None,
+                  data: ImageArray | None = None, decoding: dict | None = None,
                   triton_dir: Path | None = None, command: str | None = None, reuse: Path | None = None,
                   default: str | None = None, keep: list[str] | None = None) -> dict:
     """Export every autoencoder given (the family; the default by the rule in export.choose unless named) and
@@ -283,7 +284,7 @@ def export_models(autoencoders: list[Path], colorizer: Path | None, out: Path, o
     shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir(parents=True)
     try:
-        manifest = _export_into(staging, autoencoders, colorizer, options, data, temperature, prior_correction, command,
+        manifest = _export_into(staging, autoencoders, colorizer, options, data, decoding, command,
                                 reuse and Path(reuse), default, keep)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)  # a failed or interrupted export leaves nothing behind

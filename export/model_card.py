@@ -52,6 +52,13 @@ def _decoding_source(manifest: dict) -> str:
     return "chosen on validation images by `cae color-report`" + (f": `{found.group(1)}`" if found else "")
 
 
+def _decoding(d: dict) -> str:
+    text = f"with the annealed mean at temperature {d['temperature']:g} and prior correction {d['prior_correction']:g}"
+    if d.get("saturation", 1.0) != 1.0:  # exports before saturation existed have none
+        text += f", then ab's spread about the image's mean ab scaled by {d['saturation']:g} (saturation)"
+    return text
+
+
 def _train_command(facts: dict) -> str:
     t, name = facts["training"]["train"], facts["name"]
     # Options away from their defaults (runs older than an option have no entry: its default then).
@@ -137,8 +144,7 @@ def render(manifest: dict) -> str:
         lines += ["## Colorization", "",
                   f"{f['name']}: predicts colour from luma Y. Lab ab is quantised into bins and predicted as a distribution per pixel",
                   "(Zhang et al. 2016), decoded inside the graph"
-                  + (f" with the annealed mean at temperature {f['decoding']['temperature']} and prior correction "
-                     f"{f['decoding']['prior_correction']} ({_decoding_source(manifest)})." if f.get("decoding") else "."), "",
+                  + (f" {_decoding(f['decoding'])} ({_decoding_source(manifest)})." if f.get("decoding") else "."), "",
                   f"Trained with `{_train_command(f)}` ({_epochs(f)})"
                   + (f"; kept from an earlier export ({f['reused_from']['folder']}, {f['reused_from']['created']})." if f.get("reused_from") else "."), "",
                   f"Scored on the {test['images']:,} test images in colour ({test['grayscale_images_left_out']} grayscale test images left out: "

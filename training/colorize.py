@@ -11,6 +11,8 @@ Two networks and two losses:
   pixel's true bin is a class; the cross-entropy is weighted against the frequency of the bins in the
   training data (rare, saturated colours weigh more) and decoded with the annealed mean (softmax at
   temperature 0.38, then the expected ab), which keeps colours vivid without the noise of the mode.
+  An optional saturation then scales each pixel's ab away from the image's mean ab: to first order it is
+  the colour change that raises colourfulness (a spread of chroma) at the least squared error.
 
 `Colorizer.forward(gray) -> rgb` does everything, decoding included, so export gets one graph.
 """
@@ -45,6 +47,7 @@ class ColorizerConfig:
     bin_size: int = 10  # ab units per quantisation bin
     temperature: float = 0.38  # annealed mean; 1 = the mean, -> 0 = the mode
     prior_correction: float = 0.0  # at decoding, remove this share (0..1) of the rebalancing's pull to rare colours
+    saturation: float = 1.0  # at decoding, scale ab's spread about the image's mean ab (1 = as predicted)
     rebalance: float = 0.5  # lambda: mix of the smoothed empirical bin distribution and uniform
 
     def __post_init__(self):
@@ -107,11 +110,12 @@ class UNet(nn.Module):
 class ABBins(nn.Module):
     """The quantised ab plane: bin centres (Q, 2) in ab units and their rebalancing weights (Q,)."""
 
-    def __init__(self, centres: torch.Tensor, weights: torch.Tensor, temperature: float, bin_size: int, prior_correction: float = 0.0):
+    def __init__(self, centres: torch.Tensor, weights: torch.Tensor, temperature: float, bin_size: int, prior_correction: float = 0.0,
+                 saturation: float = 1.0):
         super().__init__()
         self.register_buffer("centres", centres.float())
         self.register_buffer("weights", weights.float())
-        self.temperature, self.bin_size, self.prior_correction = temperature, bin_size, prior_correction
+        self.temperature, self.bin_size, self.prior_correction, self.saturation = temperature, bin_size, prior_correction, saturation
         # Every cell of the ab grid -> its nearest occupied bin, so `nearest` is a lookup, not a search.
         side = 2 * AB_RANGE // bin_size + 1
         cells = torch.stack(torch.meshgrid(torch.arange(side), torch.arange(side), indexing="ij"), -1).view(-1, 2)
@@ -158,6 +162,26 @@ class ABBins(nn.Module):
         probs = torch.softmax(logits / self.temperature, dim=1)
         return torch.einsum("bqhw,qc->bchw", probs, self.centres)
 
+    def decode(self, logits: torch.Tensor) -> torch.Tensor:
+        """(B, Q, H, W) logits -> (B, 2, H, W) ab: the annealed mean, its spread about the image's mean ab
+        times `saturation`. Unlike the annealed mean, saturation != 1 makes every output depend on the whole image."""
+        ab = self.annealed_mean(logits)
+        if self.saturation == 1:
+            return ab
+        mean = ab.mean((2, 3), keepdim=True)
+        return mean + self.saturation * (ab - mean)
+
+    @property
+    def decoding(self) -> dict[str, float]:
+        return {"temperature": self.temperature, "prior_correction": self.prior_correction, "saturation": self.saturation}
+
+    def set_decoding(self, temperature: float | None = None, prior_correction: float | None = None, saturation: float | None = None) -> None:
+        """Set the decoding parameters given (None keeps the current one)."""
+        given = {"temperature": temperature, "prior_correction": prior_correction, "saturation": saturation}
+        for name, value in given.items():
+            if value is not None:
+                setattr(self, name, float(value))
+
 
 class Colorizer(nn.Module):
     """gray (B, 1, H, W) in [0, 1] (the encoding's gray channel) -> RGB (B, 3, H, W) in [0, 1]."""
@@ -168,7 +192,7 @@ class Colorizer(nn.Module):
         self.encoding = get_encoding(config.encoding)
         self.bins = bins
         if bins is not None:
-            bins.temperature, bins.prior_correction = config.temperature, config.prior_correction
+            bins.set_decoding(config.temperature, config.prior_correction, config.saturation)
         outputs = bins.count if config.loss == "classification" else self.encoding.target_channels
         if config.arch == "unet":
             self.net = UNet(1, outputs, config.width, config.global_context)
@@ -183,7 +207,7 @@ class Colorizer(nn.Module):
         """Raw output -> the encoding's colour target in [0, 1]."""
         if self.bins is None:
             return torch.sigmoid(raw.float())
-        return (self.bins.annealed_mean(raw) + 128) / 256
+        return (self.bins.decode(raw) + 128) / 256
 
     def forward(self, gray: torch.Tensor) -> torch.Tensor:
         return self.encoding.decode(gray, self.target(self.raw(gray)))

@@ -84,6 +84,30 @@ def test_a_global_context_colorizer_exports_with_parity_at_every_size(tmp_path, 
     assert any(node.op_type == "ReduceMean" for node in graph.node)
 
 
+def test_a_saturated_decoding_from_a_colour_report_is_exported_and_declared_image_wide(tiny_runs, tmp_path, monkeypatch):
+    # `cae export --decoding-from` takes the report's chosen decoding, saturation included; saturating about
+    # the image's mean colour makes outputs depend on the whole image, so the colorizer is declared image-wide.
+    from cae.cli import main
+
+    monkeypatch.setenv("CAE_CACHE_DIR", str(tmp_path / "cache"))
+    run = tiny_runs["colorizer"]
+    report = tmp_path / "results.json"
+    chosen = {"temperature": 1.0, "prior_correction": 0.75, "saturation": 1.5}
+    report.write_text(json.dumps({"temperatures": {run.name: {"chosen": chosen}}}))
+    out = tmp_path / "models"
+    assert main(["export", "--colorizer", str(run), "--decoding-from", str(report), "--out", str(out)]) == 0
+    facts = read_manifest(out).models["colorizer"].facts
+    assert facts["decoding"] == chosen and facts["global_context"] is True
+    assert max(facts["parity"].values()) <= 1e-4  # PyTorch and ONNX agree with the saturation inside the graph
+    card = (out / "MODEL_CARD.md").read_text()
+    assert "scaled by 1.5 (saturation)" in card and "temperature 1 and prior correction 0.75" in card
+    # The flag overrides the report; without saturation the export stays local (tileable).
+    plain = tmp_path / "plain"
+    assert main(["export", "--colorizer", str(run), "--decoding-from", str(report), "--saturation", "1", "--out", str(plain)]) == 0
+    facts = read_manifest(plain).models["colorizer"].facts
+    assert facts["decoding"]["saturation"] == 1.0 and "global_context" not in facts
+
+
 def test_colorizer_takes_luma_and_keeps_its_lightness(exported_models):
     """The graph turns Y into the model's own gray channel (Lab L): the output's L is the input's."""
     from kornia.color import rgb_to_lab

@@ -110,12 +110,49 @@ def test_invalid_colorizer_configs(kwargs, message):
 def test_decoding_rule():
     from training.color_report import choose_decoding
 
-    scan = [{"temperature": 0.2, "prior_correction": 0, "psnr": 22.0, "colourfulness_ratio": 1.1},
-            {"temperature": 0.5, "prior_correction": 0.5, "psnr": 23.0, "colourfulness_ratio": 0.8},
-            {"temperature": 1.0, "prior_correction": 1, "psnr": 24.0, "colourfulness_ratio": 0.5}]
-    assert choose_decoding(scan) == {"temperature": 0.5, "prior_correction": 0.5}  # best PSNR keeping 70% of the colour
+    scan = [{"temperature": 0.2, "prior_correction": 0, "saturation": 1.0, "psnr": 22.0, "colourfulness_ratio": 1.1},
+            {"temperature": 0.5, "prior_correction": 0.5, "saturation": 1.5, "psnr": 23.0, "colourfulness_ratio": 0.7},
+            {"temperature": 1.0, "prior_correction": 1, "saturation": 1.0, "psnr": 24.0, "colourfulness_ratio": 0.69}]
+    # The best PSNR keeping 70% of the colour.
+    assert choose_decoding(scan) == {"temperature": 0.5, "prior_correction": 0.5, "saturation": 1.5}
     dull = [{**s, "colourfulness_ratio": 0.1 * i} for i, s in enumerate(scan)]
-    assert choose_decoding(dull) == {"temperature": 1.0, "prior_correction": 1}
+    assert choose_decoding(dull) == {"temperature": 1.0, "prior_correction": 1, "saturation": 1.0}
+    before = [{k: v for k, v in s.items() if k != "saturation"} for s in scan]  # a results.json of before saturation
+    assert choose_decoding(before)["saturation"] == 1.0
+
+
+def test_saturation_scales_the_spread_about_the_image_mean_colour():
+    centres = torch.tensor([[0.0, 0.0], [40.0, -20.0]])
+    logits = torch.randn(2, 2, 5, 7, generator=torch.Generator().manual_seed(0))
+    bins = ABBins(centres, torch.ones(2), temperature=1.0, bin_size=10)
+    plain = bins.decode(logits)
+    assert torch.equal(plain, bins.annealed_mean(logits))  # saturation 1: the annealed mean, untouched
+    bins.set_decoding(saturation=1.5)
+    assert bins.decoding == {"temperature": 1.0, "prior_correction": 0.0, "saturation": 1.5}
+    vivid = bins.decode(logits)
+    mean = plain.mean((2, 3), keepdim=True)
+    assert torch.allclose(vivid.mean((2, 3), keepdim=True), mean, atol=1e-4)  # each image keeps its mean colour
+    assert torch.allclose(vivid - mean, 1.5 * (plain - mean), atol=1e-4)
+    # The mean is per image: a second image changes nothing in the first one's colours.
+    assert torch.allclose(bins.decode(logits[:1]), vivid[:1], atol=1e-5)
+
+
+def test_the_scan_decodes_cached_logits_like_the_model():
+    from training.color_report import SATURATIONS, choose_decoding, decoding_scan, score
+
+    config = ColorizerConfig(width=4)
+    images = random_images(12)
+    model = ColorizationTask(config).build(images, np.arange(12)).eval()
+    indices = np.arange(12)
+    scan = decoding_scan(model, images, indices, batch_size=5)
+    assert len(scan) > len(SATURATIONS) and {s["saturation"] for s in scan} == set(SATURATIONS)
+    assert model.bins.decoding == {"temperature": config.temperature, "prior_correction": 0.0, "saturation": 1.0}  # restored
+    chosen = choose_decoding(scan)
+    model.bins.set_decoding(**chosen)
+    direct = score(model, images, indices)
+    entry = next(s for s in scan if all(s[k] == v for k, v in chosen.items()))
+    assert direct["psnr"] == pytest.approx(entry["psnr"], abs=1e-4)
+    assert direct["colourfulness_ratio"] == pytest.approx(entry["colourfulness_ratio"], abs=1e-4)
 
 
 def test_prior_correction_pulls_towards_common_colours():
