@@ -18,7 +18,7 @@ for name in "${names[@]}"; do [[ $name == */* ]] && family+=("$name") || family+
 colorizer=${COLORIZER:-runs/colorization/unet32g_lab_classification_cos16}
 if [[ -f $colorizer/checkpoint.pt ]]; then
   cae export --autoencoder "${family[@]}" --colorizer "$colorizer" \
-    --decoding-from "${DECODING:-results/colorization/cos16g/results.json}" --out models "$@"
+    --decoding-from "${DECODING:-results/colorization/cos16g_sat/results.json}" --out models "$@"
 else
   cae export --autoencoder "${family[@]}" --reuse models --keep colorizer --out models "$@"
 fi
