@@ -10,6 +10,21 @@ EXTRA = "export"  # what `pip install cae[...]` this command needs
 MODELS_OUT = "models"  # the shipped models: a dry run never writes here
 
 
+def decoding_from(report: Path, colorizer: str | None) -> dict:
+    """The decoding that `cae color-report` chose for the run `colorizer`, from its results.json."""
+    if colorizer is None:
+        raise ValueError("--decoding-from sets the colorizer's decoding; give --colorizer too")
+    try:
+        chosen_by_run = {name: t["chosen"] for name, t in json.loads(report.read_text())["temperatures"].items()}
+    except (ValueError, KeyError, TypeError) as e:
+        raise ValueError(f"--decoding-from {report}: not a color-report results.json ({e!r})") from None
+    name = Path(colorizer).name
+    if name not in chosen_by_run:
+        raise ValueError(f"--decoding-from {report}: no decoding chosen for run {name!r} "
+                         f"(it has {', '.join(sorted(chosen_by_run)) or 'none'}); run `cae color-report --runs {colorizer}`")
+    return {k: v for k, v in chosen_by_run[name].items() if k in ("temperature", "prior_correction", "saturation")}
+
+
 def cmd_export(args) -> int:
     from training.cli import DRY_RUN, dry_run_folder
 
@@ -31,8 +46,7 @@ def cmd_export(args) -> int:
 
     decoding = {}
     if args.decoding_from:
-        chosen = json.loads(Path(args.decoding_from).read_text())["temperatures"][Path(args.colorizer).name]["chosen"]
-        decoding = {k: chosen[k] for k in ("temperature", "prior_correction", "saturation") if k in chosen}
+        decoding = decoding_from(Path(args.decoding_from), args.colorizer)
     for name in ("temperature", "prior_correction", "saturation"):
         if getattr(args, name) is not None:
             decoding[name] = getattr(args, name)

@@ -108,6 +108,22 @@ def test_a_saturated_decoding_from_a_colour_report_is_exported_and_declared_imag
     assert facts["decoding"]["saturation"] == 1.0 and "global_context" not in facts
 
 
+@pytest.mark.parametrize("report, flags, message", [
+    ({"temperatures": {"other_run": {"chosen": {"temperature": 1.0}}}}, [], "no decoding chosen for run 'colorizer' (it has other_run)"),
+    ({"rows": []}, [], "not a color-report results.json"),
+    ({"temperatures": {}}, ["no-colorizer"], "give --colorizer too"),
+])
+def test_a_decoding_report_that_does_not_fit_is_a_clear_error(tiny_runs, tmp_path, capsys, report, flags, message):
+    from cae.cli import main
+
+    path = tmp_path / "results.json"
+    path.write_text(json.dumps(report))
+    runs = ["--autoencoder", str(tiny_runs["study"])] if flags else ["--colorizer", str(tiny_runs["colorizer"])]
+    assert main(["export", *runs, "--decoding-from", str(path), "--out", str(tmp_path / "models")]) == 2
+    assert message in capsys.readouterr().err
+    assert not (tmp_path / "models").exists()
+
+
 def test_colorizer_takes_luma_and_keeps_its_lightness(exported_models):
     """The graph turns Y into the model's own gray channel (Lab L): the output's L is the input's."""
     from kornia.color import rgb_to_lab
