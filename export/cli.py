@@ -8,6 +8,8 @@ from pathlib import Path
 
 EXTRA = "export"  # what `pip install cae[...]` this command needs
 MODELS_OUT = "models"  # the shipped models: a dry run never writes here
+# The colorizer's decoding parameters (training.colorize.DECODING_PARAMETERS, not imported: torch-free CLI).
+DECODING = ("temperature", "prior_correction", "saturation")
 
 
 def decoding_from(report: Path, colorizer: str | None) -> dict:
@@ -22,7 +24,7 @@ def decoding_from(report: Path, colorizer: str | None) -> dict:
     if name not in chosen_by_run:
         raise ValueError(f"--decoding-from {report}: no decoding chosen for run {name!r} "
                          f"(it has {', '.join(sorted(chosen_by_run)) or 'none'}); run `cae color-report --runs {colorizer}`")
-    return {k: v for k, v in chosen_by_run[name].items() if k in ("temperature", "prior_correction", "saturation")}
+    return {k: v for k, v in chosen_by_run[name].items() if k in DECODING}
 
 
 def cmd_export(args) -> int:
@@ -47,7 +49,7 @@ def cmd_export(args) -> int:
     decoding = {}
     if args.decoding_from:
         decoding = decoding_from(Path(args.decoding_from), args.colorizer)
-    for name in ("temperature", "prior_correction", "saturation"):
+    for name in DECODING:
         if getattr(args, name) is not None:
             decoding[name] = getattr(args, name)
     options = ExportOptions(exporter=args.exporter, opset=args.opset, tolerance=args.tolerance, version=args.version,

@@ -67,10 +67,11 @@ def report(runs: list[Path], out: Path, examples: int = 6) -> list[dict]:
             scan = decoding_scan(model, data.images, val)
             chosen = choose_decoding(scan)
             temperatures[run.name] = {"scan": scan, "chosen": chosen}
+            original = model.bins.decoding
             model.bins.set_decoding(**chosen)
             rows.append({**rows[[r["run"] for r in rows].index(run.name)],
                          "run": f"{run.name} ({decoding_label(chosen)}, chosen on validation)", **score(model, data.images, test)})
-            model.bins.set_decoding(facts.model_config.temperature, facts.model_config.prior_correction, facts.model_config.saturation)
+            model.bins.set_decoding(**original)
     models = {run.name: model for run, _, model in loaded}
     evidence = diagnose(models, torch.from_numpy(data.images[test[:2000]]).float() / 255)
     facts = {"test_images": len(test), "grayscale_left_out": round(gray_share, 4), "data": data.source, "rows": rows,

@@ -34,6 +34,7 @@ from training.train import autocast
 
 AB_RANGE = 110  # |a|, |b| of sRGB colours stay within about 110 (the grid of Zhang et al.)
 METRICS = ("loss", "psnr", "ssim", "colourfulness_ratio")
+DECODING_PARAMETERS = ("temperature", "prior_correction", "saturation")  # ABBins' decoding, in set_decoding's order
 
 
 @dataclass(frozen=True)
@@ -173,12 +174,11 @@ class ABBins(nn.Module):
 
     @property
     def decoding(self) -> dict[str, float]:
-        return {"temperature": self.temperature, "prior_correction": self.prior_correction, "saturation": self.saturation}
+        return {name: getattr(self, name) for name in DECODING_PARAMETERS}
 
     def set_decoding(self, temperature: float | None = None, prior_correction: float | None = None, saturation: float | None = None) -> None:
         """Set the decoding parameters given (None keeps the current one)."""
-        given = {"temperature": temperature, "prior_correction": prior_correction, "saturation": saturation}
-        for name, value in given.items():
+        for name, value in zip(DECODING_PARAMETERS, (temperature, prior_correction, saturation)):
             if value is not None:
                 setattr(self, name, float(value))
 

@@ -316,3 +316,11 @@ def test_the_card_names_the_colorizer_training_options_away_from_their_defaults(
                                      "--schedule cosine --epochs 16 --batch-size 64 --lr 0.001")
     facts["training"]["model"] = {**model, "global_context": True, "width": 48}
     assert " --width 48 --global-context --schedule cosine " in _train_command(facts)
+
+
+def test_the_cli_names_the_same_decoding_parameters_as_the_model():
+    # export/cli.py keeps its own copy so the CLI imports no torch; the two must not drift apart.
+    from export.cli import DECODING
+    from training.colorize import DECODING_PARAMETERS
+
+    assert DECODING == DECODING_PARAMETERS
