@@ -15,10 +15,10 @@ SHIPPED+=" runs/gpu64/autoencoder/rae_w64_d1_z1_b1 runs/gpu64/autoencoder/rae_w6
 read -r -a names <<< "${MEMBERS:-$SHIPPED}"
 family=()
 for name in "${names[@]}"; do [[ $name == */* ]] && family+=("$name") || family+=("$RUNS/$name"); done
-colorizer=${COLORIZER:-runs/colorization/unet32g_lab_classification_cos16}
+colorizer=${COLORIZER:-runs/colorization/unet64g_lab_classification_cos12}
 if [[ -f $colorizer/checkpoint.pt ]]; then
   cae export --autoencoder "${family[@]}" --colorizer "$colorizer" \
-    --decoding-from "${DECODING:-results/colorization/cos16g_sat/results.json}" --out models "$@"
+    --decoding-from "${DECODING:-results/colorization/cos12w64g/results.json}" --out models "$@"
 else
   cae export --autoencoder "${family[@]}" --reuse models --keep colorizer --out models "$@"
 fi

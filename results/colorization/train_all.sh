@@ -11,3 +11,12 @@ done
 cae train-colorizer --arch unet --color-loss classification --encoding lab --epochs 5 --quiet --out runs/colorization/unet_lab_classification
 # The same U-Net with L2 on Lab, to separate the effect of the loss from that of the network.
 cae train-colorizer --arch unet --color-loss l2 --encoding lab --epochs 4 --quiet --out runs/colorization/unet_lab_l2
+# The shipped line (README, "The shipped models"), full training split, cosine schedule, each with its report
+# (the decoding chosen on validation; ship with results/autoencoder/ship.sh COLORIZER=... DECODING=...):
+# 16 epochs at width 32, then with the global-context fusion layer, then width 64 with it (12 epochs, 80 min on 2 cores).
+cae train-colorizer --schedule cosine --epochs 16 --quiet --out runs/colorization/unet32_lab_classification_cos16
+cae color-report --runs runs/colorization/unet32_lab_classification_cos16 --out results/colorization/cos16
+cae train-colorizer --global-context --schedule cosine --epochs 16 --quiet --out runs/colorization/unet32g_lab_classification_cos16
+cae color-report --runs runs/colorization/unet32g_lab_classification_cos16 --out results/colorization/cos16g_sat
+cae train-colorizer --width 64 --global-context --schedule cosine --epochs 12 --quiet --out runs/colorization/unet64g_lab_classification_cos12
+cae color-report --runs runs/colorization/unet64g_lab_classification_cos12 --out results/colorization/cos12w64g

@@ -1,0 +1,33 @@
+"""The model card's colorizer verdict names which half of the target (PSNR over the baseline, colourfulness) is missed."""
+import copy
+import json
+from pathlib import Path
+
+import pytest
+
+from export import model_card
+
+SHIPPED = Path(__file__).resolve().parents[2] / "models" / "manifest.json"
+
+
+def _card(psnr_gain: float, colourfulness: float) -> str:
+    manifest = copy.deepcopy(json.loads(SHIPPED.read_text()))
+    test = manifest["models"]["colorizer"]["test"]
+    test["psnr"] = test["grayscale_baseline"]["psnr"] + psnr_gain
+    test["colourfulness_ratio"] = colourfulness
+    return model_card.render(manifest)
+
+
+@pytest.mark.parametrize("gain, colour, psnr_half, colour_half", [
+    (0.61, 0.678, "this half met", "missed"),
+    (0.30, 0.85, "missed", "this half met"),
+    (0.10, 0.50, "missed", "missed"),
+])
+def test_verdict_names_each_half(gain, colour, psnr_half, colour_half):
+    card = _card(gain, colour)
+    assert f"PSNR {gain:+.2f} dB against the baseline ({psnr_half}), colourfulness {colour:.1%} ({colour_half})" in card
+
+
+def test_verdict_met_when_both_halves_are():
+    card = _card(model_card.COLOUR_TARGET_DB + 0.01, model_card.COLOUR_TARGET_RATIO)
+    assert "of the truth's: met." in card and "not met" not in card
