@@ -6,7 +6,8 @@
 Starts `python -m service` on loopback with the given models and default settings, then:
 - for each endpoint (/reconstruct, /colorize, /encode?size=native) at 0.25, 1, 4 and 12 megapixels
   (synthetic photo-like JPEGs, 4:3, made here: no data-set image), one request at a time: status,
-  latency, and the server's peak RSS during it (VmRSS sampled every 5 ms);
+  latency, and the server's peak RSS during it (VmRSS sampled every 5 ms), also as bytes above idle per
+  input pixel (the photo-size targets: at most 1 s per megapixel and 300 bytes per pixel for /colorize);
 - a burst: wrk with 120 connections sending 256x256 /colorize requests for --burst-seconds: status
   counts (503s with and without Retry-After), worst latency;
 - all along, /healthz every 20 ms on its own connection: its worst latency per phase;
@@ -21,6 +22,7 @@ from __future__ import annotations
 import argparse
 import http.client
 import io
+import math
 import os
 import re
 import subprocess
@@ -60,13 +62,15 @@ end
 """
 
 
+def photo_shape(megapixels: float) -> tuple[int, int]:
+    """Width and height of a 4:3 photo of about this many megapixels."""
+    w = int(round((megapixels * 1e6 * 4 / 3) ** 0.5))
+    return w, int(round(w * 3 / 4))
+
+
 def photo(megapixels: float, seed: int = 0, side: int | None = None) -> bytes:
     """A photo-like JPEG: smooth colour fields, soft shapes, a little grain."""
-    if side:
-        w = h = side
-    else:
-        w = int(round((megapixels * 1e6 * 4 / 3) ** 0.5))
-        h = int(round(w * 3 / 4))
+    w, h = (side, side) if side else photo_shape(megapixels)
     rng = np.random.default_rng(seed)
     small = rng.random((6, 8, 3)) * 255
     img = Image.fromarray(small.astype(np.uint8)).resize((w, h), Image.Resampling.BICUBIC)
@@ -199,7 +203,7 @@ def main(argv=None) -> int:
         time.sleep(1)
         results["rss_idle_mb"] = round(rss_mb(proc.pid), 1)
         print(f"idle RSS {results['rss_idle_mb']:.0f} MB")
-        print(f"{'endpoint':<22}{'MP':>6}{'status':>8}{'seconds':>9}{'s/MP':>7}{'peak RSS MB':>13}{'healthz worst ms':>18}")
+        print(f"{'endpoint':<22}{'MP':>6}{'status':>8}{'seconds':>9}{'s/MP':>7}{'peak RSS MB':>13}{'B/px':>6}{'healthz worst ms':>18}")
         for mp in args.sizes:
             body = photo(mp, seed=int(mp * 100))
             for path in ENDPOINTS:
@@ -207,11 +211,15 @@ def main(argv=None) -> int:
                     path += ("&" if "?" in path else "?") + f"model={args.model}"
                 with Sampler(proc.pid, port) as s:
                     status, seconds, size = post(port, path, body)
+                # The photo-size targets are per pixel of input: peak memory above idle, in bytes (RSS is in MiB).
+                per_pixel = (s.peak_rss - results["rss_idle_mb"]) * 2**20 / math.prod(photo_shape(mp))
                 row = {"endpoint": path, "megapixels": mp, "status": status, "seconds": round(seconds, 3),
                        "seconds_per_megapixel": round(seconds / mp, 3), "peak_rss_mb": round(s.peak_rss, 1),
-                       "healthz_worst_ms": round(s.worst_health_ms, 1), "healthz_failures": s.health_failures, "bytes_out": size}
+                       "bytes_per_pixel_above_idle": round(per_pixel), "healthz_worst_ms": round(s.worst_health_ms, 1),
+                       "healthz_failures": s.health_failures, "bytes_out": size}
                 results["requests"].append(row)
-                print(f"{path:<22}{mp:>6g}{status:>8}{seconds:>9.2f}{seconds / mp:>7.2f}{s.peak_rss:>13.0f}{s.worst_health_ms:>18.1f}")
+                print(f"{path:<22}{mp:>6g}{status:>8}{seconds:>9.2f}{seconds / mp:>7.2f}{s.peak_rss:>13.0f}{per_pixel:>6.0f}"
+                      f"{s.worst_health_ms:>18.1f}")
         if args.burst_seconds > 0:
             results["burst"] = burst(port, proc.pid, args.burst_connections, args.burst_seconds)
         # wrk stops sending, but requests it abandoned are still being worked through: wait for none in flight.
