@@ -40,6 +40,13 @@ def _epochs(facts: dict) -> str:
     return f"{n} epoch" + ("" if n == 1 else "s")
 
 
+def _wall_time(facts: dict) -> str:
+    """", 118 min of training on <hardware>", from what the run recorded (empty where it recorded nothing)."""
+    seconds, hardware = facts["training"].get("train_seconds"), facts["training"].get("hardware")
+    wall = f", {seconds / 60:.0f} min of training" if isinstance(seconds, (int, float)) else ""
+    return wall + (f" on {' then '.join(hardware)}" if hardware else "")
+
+
 def _io(facts: dict) -> str:
     def one(v):
         return f"`{v['name']}` {v['dtype']} [{', '.join(map(str, v['shape']))}]"
@@ -113,11 +120,8 @@ def _family_section(manifest: dict) -> list[str]:
     lines += ["", "Trained with:", ""]
     for f in members:
         origin = f" (kept from an earlier export: {f['reused_from']['folder']}, {f['reused_from']['created']})" if f.get("reused_from") else ""
-        seconds, hardware = f["training"].get("train_seconds"), f["training"].get("hardware")
-        wall = f", {seconds / 60:.0f} min of training" if isinstance(seconds, (int, float)) else ""
-        wall += f" on {' then '.join(hardware)}" if hardware else ""
         lines.append(f"- {f['autoencoder']}: `{_train_command(f)}` ({_epochs(f)} on {f['data']['sizes']['train']:,} training images of "
-                     f"`{f['data']['source']}`, split seed {f['data']['split_seed']}{wall}){origin}")
+                     f"`{f['data']['source']}`, split seed {f['data']['split_seed']}{_wall_time(f)}){origin}")
     lines.append("")
     sel = manifest.get("selection")
     if sel:
@@ -149,7 +153,7 @@ def render(manifest: dict) -> str:
                   f"{f['name']}: predicts colour from luma Y. Lab ab is quantised into bins and predicted as a distribution per pixel",
                   "(Zhang et al. 2016), decoded inside the graph"
                   + (f" {_decoding(f['decoding'])} ({_decoding_source(manifest)})." if f.get("decoding") else "."), "",
-                  f"Trained with `{_train_command(f)}` ({_epochs(f)})"
+                  f"Trained with `{_train_command(f)}` ({_epochs(f)}{_wall_time(f)})"
                   + (f"; kept from an earlier export ({f['reused_from']['folder']}, {f['reused_from']['created']})." if f.get("reused_from") else "."), "",
                   f"Scored on the {test['images']:,} test images in colour ({test['grayscale_images_left_out']} grayscale test images left out: "
                   "on them the baseline is perfect and a colorizer can only lose).", "",

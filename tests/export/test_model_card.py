@@ -31,3 +31,13 @@ def test_verdict_names_each_half(gain, colour, psnr_half, colour_half):
 def test_verdict_met_when_both_halves_are():
     card = _card(model_card.COLOUR_TARGET_DB + 0.01, model_card.COLOUR_TARGET_RATIO)
     assert "of the truth's: met." in card and "not met" not in card
+
+
+def test_colorizer_line_records_wall_time_and_hardware():
+    manifest = json.loads(SHIPPED.read_text())
+    colorizer = manifest["models"]["colorizer"]
+    colorizer["checkpoint"]["epochs"] = 12
+    colorizer["training"].update(train_seconds=600.0, hardware=["GPU X", "CPU Y"])
+    assert "(12 epochs, 10 min of training on GPU X then CPU Y)" in model_card.render(manifest)
+    del colorizer["training"]["train_seconds"], colorizer["training"]["hardware"]
+    assert "(12 epochs)" in model_card.render(manifest).split("## Colorization")[1]
