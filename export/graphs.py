@@ -81,8 +81,7 @@ class ColorizerGraph(nn.Module):
         self.colorizer = colorizer
 
     def forward(self, gray: torch.Tensor) -> torch.Tensor:
-        own_gray, _ = self.colorizer.encoding.encode(gray.expand(-1, 3, -1, -1))
-        return self.colorizer(own_gray).clamp(0, 1)
+        return self.colorizer(self.colorizer.gray_from_luma(gray)).clamp(0, 1)
 
 
 def colorizer_stride(colorizer: Colorizer) -> int:

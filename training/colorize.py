@@ -212,6 +212,11 @@ class Colorizer(nn.Module):
     def forward(self, gray: torch.Tensor) -> torch.Tensor:
         return self.encoding.decode(gray, self.target(self.raw(gray)))
 
+    def gray_from_luma(self, y: torch.Tensor) -> torch.Tensor:
+        """Luma Y (B, 1, H, W) -> the gray channel the exported graph and so the service feed the network: the
+        encoding's gray of the gray image R = G = B = Y (for Lab not the colour image's L, which training sees)."""
+        return self.encoding.encode(y.expand(-1, 3, -1, -1))[0]
+
     def num_parameters(self) -> int:
         return sum(p.numel() for p in self.parameters())
 

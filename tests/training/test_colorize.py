@@ -144,15 +144,30 @@ def test_the_scan_decodes_cached_logits_like_the_model():
     images = random_images(12)
     model = ColorizationTask(config).build(images, np.arange(12)).eval()
     indices = np.arange(12)
-    scan = decoding_scan(model, images, indices, batch_size=5)
-    assert len(scan) > len(SATURATIONS) and {s["saturation"] for s in scan} == set(SATURATIONS)
-    assert model.bins.decoding == {"temperature": config.temperature, "prior_correction": 0.0, "saturation": 1.0}  # restored
-    chosen = choose_decoding(scan)
-    model.bins.set_decoding(**chosen)
-    direct = score(model, images, indices)
-    entry = next(s for s in scan if all(s[k] == v for k, v in chosen.items()))
-    assert direct["psnr"] == pytest.approx(entry["psnr"], abs=1e-4)
-    assert direct["colourfulness_ratio"] == pytest.approx(entry["colourfulness_ratio"], abs=1e-4)
+    for as_served in (True, False):
+        model.bins.set_decoding(config.temperature, 0.0, 1.0)
+        scan = decoding_scan(model, images, indices, batch_size=5, as_served=as_served)
+        assert len(scan) > len(SATURATIONS) and {s["saturation"] for s in scan} == set(SATURATIONS)
+        assert model.bins.decoding == {"temperature": config.temperature, "prior_correction": 0.0, "saturation": 1.0}  # restored
+        chosen = choose_decoding(scan)
+        model.bins.set_decoding(**chosen)
+        direct = score(model, images, indices, as_served=as_served)
+        entry = next(s for s in scan if all(s[k] == v for k, v in chosen.items()))
+        assert direct["psnr"] == pytest.approx(entry["psnr"], abs=1e-4)
+        assert direct["colourfulness_ratio"] == pytest.approx(entry["colourfulness_ratio"], abs=1e-4)
+
+
+def test_as_served_scoring_feeds_what_the_exported_graph_computes_from_luma():
+    from export.graphs import ColorizerGraph
+    from training.color import luma
+    from training.color_report import network_gray
+
+    model = ColorizationTask(ColorizerConfig(width=4)).build(random_images(4), np.arange(4)).eval()
+    x = torch.from_numpy(random_images(4)).float() / 255
+    with torch.no_grad():
+        assert torch.allclose(model(network_gray(model, x, as_served=True)).clamp(0, 1), ColorizerGraph(model)(luma(x)))
+        # Lab L of the gray image R = G = B = Y is not the colour image's L: the two feeds differ.
+        assert not torch.allclose(network_gray(model, x, as_served=True), network_gray(model, x, as_served=False))
 
 
 def test_prior_correction_pulls_towards_common_colours():
