@@ -186,7 +186,7 @@ def temperature_markdown(temperatures: dict) -> str:
     lines = []
     for name, t in temperatures.items():
         c = t["chosen"]
-        lines += ["", f"Decoding of {name} (validation colour images; chosen: {decoding_label(c)}):", "",
+        lines += ["", f"Decoding of {name} (validation colour images, fed luma Y as served; chosen: {decoding_label(c)}):", "",
                   "| T | prior correction | saturation | PSNR (dB) | SSIM | colourfulness vs truth |", "|---|---|---|---|---|---|"]
         lines += [f"| {s['temperature']:g} | {s['prior_correction']:g} | {s.get('saturation', 1.0):g} | {s['psnr']:.2f} | {s['ssim']:.3f} | "
                   f"{s['colourfulness_ratio']:.0%} |" for s in t["scan"]]
