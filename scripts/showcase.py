@@ -12,8 +12,6 @@ figures of data-set images are never committed.
 from __future__ import annotations
 
 import argparse
-import io
-import json
 import sys
 from pathlib import Path
 
@@ -43,16 +41,6 @@ def psnr(a: Image.Image, b: Image.Image) -> float:
     return float(10 * np.log10(1 / np.mean((x - y) ** 2)))
 
 
-def family(models: Path) -> list[tuple[str, int]]:
-    """The manifest's autoencoders and their latent values per 32x32 image, smallest first."""
-    manifest = json.loads((models / "manifest.json").read_text())
-    members = {}
-    for facts in manifest["models"].values():
-        if facts["role"] == "encoder":
-            members[facts["autoencoder"]] = facts["latent_size_32x32"]
-    return sorted(members.items(), key=lambda kv: kv[1])
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--models", default=str(ROOT / "models"), help="model folder (default: the shipped models/)")
@@ -68,9 +56,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         with Client(base_url=f"http://127.0.0.1:{port}", timeout=300) as cae:
             panels = [("photo", photo)]
-            for name, values in family(models):
-                result = cae.reconstruct(photo, model=name, format="png").image
-                panels.append((f"{name}\n{values} values per 32x32, {psnr(result, photo):.1f} dB", result))
+            # The family as the service lists it (GET /v1/models), smallest latent first.
+            for member in sorted(cae.models()["autoencoders"], key=lambda m: m["latent_size_32x32"]):
+                result = cae.reconstruct(photo, model=member["name"], format="png").image
+                panels.append((f"{member['name']}\n{member['latent_size_32x32']} values per 32x32, {psnr(result, photo):.1f} dB", result))
             colour = cae.colorize(gray, format="png").image
             panels += [(f"gray input\n{psnr(gray, photo):.1f} dB", gray), (f"colorized from gray\n{psnr(colour, photo):.1f} dB", colour)]
     finally:
@@ -86,10 +75,8 @@ def main(argv: list[str] | None = None) -> int:
         ax.axis("off")
     fig.suptitle(f"The shipped models on a {photo.width}x{photo.height} photo, through the service (PSNR against the photo)", fontsize=10)
     fig.tight_layout(rect=(0, 0, 1, 0.92))
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=100)
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_bytes(buffer.getvalue())
+    fig.savefig(args.out, format="png", dpi=100)
     print(f"figure written: {args.out}")
     return 0
 
