@@ -211,10 +211,18 @@ def _reused(reuse: Path | None, replaced: set[str], staging: Path, keep: list[st
         shutil.copyfile(reuse / entry.file, staging / file)
         origin = {"folder": _relative(reuse), "created": old.facts.get("created"), "command": old.facts.get("command")}
         kept[key] = {**entry.facts, "file": file, "reused_from": entry.facts.get("reused_from", origin)}
+    # The earlier selection's rows, where it has them, so that exporting the same models again records the
+    # runs as they were given then and the figures it chose by (margins to rounding).
+    earlier = {row["name"]: row for row in (old.facts.get("selection") or {}).get("candidates", [])}
     candidates = []
     for name, ae in old.autoencoders.items():
         facts = ae.encoder.facts
         if name in replaced or "pca_psnr" not in facts.get("test", {}):
+            continue
+        if name in earlier:
+            row = earlier[name]
+            candidates.append(Candidate(Path(row["run"]), name, row["latent_size"], row["epochs"], row["fraction"],
+                                        row["psnr"], row["pca_psnr"]))
             continue
         candidates.append(Candidate(Path(facts.get("checkpoint", {}).get("path", name)), name, facts["latent_size_32x32"],
                                     facts.get("checkpoint", {}).get("epochs", 0), facts.get("data", {}).get("fraction", 1.0),

@@ -54,8 +54,11 @@ def _io(facts: dict) -> str:
     return f"{one(facts['inputs'][0])} -> {one(facts['outputs'][0])}"
 
 
-def _decoding_source(manifest: dict) -> str:
-    found = re.search(r"--decoding-from (\S+)", manifest.get("command") or "")
+def _decoding_source(manifest: dict, facts: dict) -> str:
+    """Where the decoding was chosen: the --decoding-from of the export that made the colorizer (an earlier
+    one, where this export kept it)."""
+    command = facts.get("reused_from", {}).get("command") or manifest.get("command") or ""
+    found = re.search(r"--decoding-from (\S+)", command)
     return "chosen on validation images by `cae color-report`" + (f": `{found.group(1)}`" if found else "")
 
 
@@ -152,7 +155,7 @@ def render(manifest: dict) -> str:
         lines += ["## Colorization", "",
                   f"{f['name']}: predicts colour from luma Y. Lab ab is quantised into bins and predicted as a distribution per pixel",
                   "(Zhang et al. 2016), decoded inside the graph"
-                  + (f" {_decoding(f['decoding'])} ({_decoding_source(manifest)})." if f.get("decoding") else "."), "",
+                  + (f" {_decoding(f['decoding'])} ({_decoding_source(manifest, f)})." if f.get("decoding") else "."), "",
                   f"Trained with `{_train_command(f)}` ({_epochs(f)}{_wall_time(f)})"
                   + (f"; kept from an earlier export ({f['reused_from']['folder']}, {f['reused_from']['created']})." if f.get("reused_from") else "."), "",
                   f"Scored on the {test['images']:,} test images in colour ({test['grayscale_images_left_out']} grayscale test images left out: "

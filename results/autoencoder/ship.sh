@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Export the shipped models/: the autoencoder family (train_family.sh) and the colorizer
 # (results/colorization/train_all.sh), with the colorizer's decoding chosen on validation by color-report.
-# Where the colorizer's run folder is gone (checkpoints are not committed), the colorizer already in
-# models/ is kept as it is (--reuse models --keep colorizer). The default autoencoder is picked by the
+# Where a model's run folder is gone (checkpoints are not committed), the model already in models/ is
+# kept as it is (--reuse models --keep NAME). The default autoencoder is picked by the
 # rule in export/choose.py; the model card records the command and the numbers. Each run's result,
 # metrics and loss curve are copied next to this script.
 # The defaults are the runs behind what models/ ships now (README, "The shipped models"). MEMBERS="name ..."
@@ -16,14 +16,21 @@ read -r -a names <<< "${MEMBERS:-$SHIPPED}"
 family=()
 for name in "${names[@]}"; do [[ $name == */* ]] && family+=("$name") || family+=("$RUNS/$name"); done
 colorizer=${COLORIZER:-runs/colorization/unet64g_lab_classification_cos12}
-if [[ -f $colorizer/checkpoint.pt ]]; then
-  cae export --autoencoder "${family[@]}" --colorizer "$colorizer" \
-    --decoding-from "${DECODING:-results/colorization/cos12w64g/results.json}" --out models "$@"
-else
-  cae export --autoencoder "${family[@]}" --reuse models --keep colorizer --out models "$@"
-fi
-here=$(dirname "$0")
+present=() gone=()
 for run in "${family[@]}"; do
+  [[ -f $run/checkpoint.pt ]] && present+=("$run") || gone+=("$(basename "$run")")
+done
+args=()
+(( ${#present[@]} )) && args+=(--autoencoder "${present[@]}")
+if [[ -f $colorizer/checkpoint.pt ]]; then
+  args+=(--colorizer "$colorizer" --decoding-from "${DECODING:-results/colorization/cos12w64g/results.json}")
+else
+  gone+=(colorizer)
+fi
+(( ${#gone[@]} )) && args+=(--reuse models --keep "${gone[@]}")
+cae export "${args[@]}" --out models "$@"
+here=$(dirname "$0")
+for run in "${present[@]}"; do
   mkdir -p "$here/$(basename "$run")"
   cp "$run/result.json" "$run/metrics.csv" "$run/loss_curve.png" "$here/$(basename "$run")/"
 done

@@ -182,6 +182,11 @@ def test_reuse_keeps_what_an_export_does_not_replace(exported_models, tiny_runs,
     assert "reused_from" not in manifest["models"][f"{study}.encoder"]
     assert {c["name"] for c in manifest["selection"]["candidates"]} == {residual, study}
     assert verify(tmp_path / "models") and "kept from an earlier export" in (tmp_path / "models" / "MODEL_CARD.md").read_text()
+    # Everything kept (the checkpoints all gone): the family is chosen again from the rows it was chosen from.
+    again = export_models([], None, tmp_path / "again", reuse=models)
+    rows = [{k: row[k] for k in ("run", "name", "psnr", "pca_psnr")} for row in first["selection"]["candidates"]]
+    assert [{k: row[k] for k in rows[0]} for row in again["selection"]["candidates"]] == rows
+    assert again["default_autoencoder"] == first["default_autoencoder"] and set(again["models"]) == set(first["models"])
     only_colorizer = export_models([tiny_runs["study"]], None, tmp_path / "third", reuse=models, keep=["colorizer"])
     assert sorted(only_colorizer["models"]) == sorted(["colorizer", f"{study}.decoder", f"{study}.encoder"])
     with pytest.raises(ValueError, match="--keep nope: not in"):

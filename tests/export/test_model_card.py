@@ -41,3 +41,14 @@ def test_colorizer_line_records_wall_time_and_hardware():
     assert "(12 epochs, 10 min of training on GPU X then CPU Y)" in model_card.render(manifest)
     del colorizer["training"]["train_seconds"], colorizer["training"]["hardware"]
     assert "(12 epochs)" in model_card.render(manifest).split("## Colorization")[1]
+
+
+def test_a_kept_colorizer_names_the_report_its_decoding_came_from():
+    manifest = json.loads(SHIPPED.read_text())
+    chosen_by = "--decoding-from results/colorization/x/results.json"
+    manifest["command"] = "cae export --reuse models --keep colorizer --out models"
+    manifest["models"]["colorizer"]["reused_from"] = {"folder": "models", "created": "then",
+                                                      "command": f"cae export --colorizer runs/c {chosen_by} --out models"}
+    assert "by `cae color-report`: `results/colorization/x/results.json`" in model_card.render(manifest)
+    del manifest["models"]["colorizer"]["reused_from"]
+    assert "by `cae color-report`)." in model_card.render(manifest)
