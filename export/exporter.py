@@ -179,7 +179,7 @@ def export_colorizer(run: Path, out: Path, options: ExportOptions, data: ImageAr
     image_wide = colorizer.config.global_context or (decoding is not None and decoding["saturation"] != 1)
     context = {"global_context": True} if image_wide else {}
     return {**_common_facts(run, options), "role": "colorizer", "file": path.name, "name": run.name, "stride": stride,
-            **context, "decoding": decoding, "parameters": colorizer.num_parameters(), "parity": diffs,
+            **context, "decoding": decoding, "keeps_input_luma": True, "parameters": colorizer.num_parameters(), "parity": diffs,
             "test": {"images": len(test_idx), "grayscale_images_left_out": len(split.test) - len(test_idx),
                      **metrics, "grayscale_baseline": baseline}}
 

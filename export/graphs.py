@@ -74,14 +74,14 @@ class DecoderGraph(nn.Module):
 
 
 class ColorizerGraph(nn.Module):
-    """Luma Y in, RGB out: the model's own gray channel, network and decoding all inside."""
+    """Luma Y in, RGB out: the model's own gray channel, network, decoding and the input's luma put back, all inside."""
 
     def __init__(self, colorizer: Colorizer):
         super().__init__()
         self.colorizer = colorizer
 
     def forward(self, gray: torch.Tensor) -> torch.Tensor:
-        return self.colorizer(self.colorizer.gray_from_luma(gray)).clamp(0, 1)
+        return self.colorizer.colorize_luma(gray)
 
 
 def colorizer_stride(colorizer: Colorizer) -> int:

@@ -155,7 +155,9 @@ def render(manifest: dict) -> str:
         lines += ["## Colorization", "",
                   f"{f['name']}: predicts colour from luma Y. Lab ab is quantised into bins and predicted as a distribution per pixel",
                   "(Zhang et al. 2016), decoded inside the graph"
-                  + (f" {_decoding(f['decoding'])} ({_decoding_source(manifest, f)})." if f.get("decoding") else "."), "",
+                  + (f" {_decoding(f['decoding'])} ({_decoding_source(manifest, f)})" if f.get("decoding") else "")
+                  + ("; the output then gets the input's luma back, its predicted chroma (Cb, Cr) kept, as the service does for photos."
+                     if f.get("keeps_input_luma") else "."), "",
                   f"Trained with `{_train_command(f)}` ({_epochs(f)}{_wall_time(f)})"
                   + (f"; kept from an earlier export ({f['reused_from']['folder']}, {f['reused_from']['created']})." if f.get("reused_from") else "."), "",
                   f"Scored on the {test['images']:,} test images in colour ({test['grayscale_images_left_out']} grayscale test images left out: "

@@ -28,6 +28,12 @@ def luma(rgb: torch.Tensor) -> torch.Tensor:
     return (rgb * w).sum(1, keepdim=True)
 
 
+def with_luma(rgb: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """RGB (B, 3, H, W) with its luma replaced by y (B, 1, H, W) and its chroma kept, clamped to [0, 1]:
+    adding Y - luma(rgb) to R, G and B changes BT.601 Y by exactly that and leaves Cb and Cr as they are."""
+    return (rgb + (y - luma(rgb))).clamp(0, 1)
+
+
 def channel_mean(rgb: torch.Tensor) -> torch.Tensor:
     """The study's "grayscale layer" for ratio and difference: the plain mean of R, G, B."""
     return rgb.mean(1, keepdim=True)

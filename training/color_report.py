@@ -18,7 +18,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from training.color import channel_mean, get_encoding, luma  # noqa: E402
+from training.color import channel_mean, get_encoding, luma, with_luma  # noqa: E402
 from training.colorize import colour_indices, grayscale_baseline  # noqa: E402
 from training.metrics import image_means  # noqa: E402
 from training.run import Run  # noqa: E402
@@ -34,11 +34,12 @@ def network_gray(model, x: torch.Tensor, as_served: bool) -> torch.Tensor:
 
 @torch.no_grad()
 def score(model, images: np.ndarray, indices: np.ndarray, batch_size: int = 500, as_served: bool = False) -> dict:
-    """The PyTorch colorizer, fed its training gray channel or (as_served) luma Y, against the colour truth."""
+    """The PyTorch colorizer, fed its training gray channel or (as_served) luma Y and then given back that
+    luma as the exported graph does (`Colorizer.colorize_luma`), against the colour truth."""
     def batches():
         for start in range(0, len(indices), batch_size):
             x = torch.from_numpy(images[indices[start : start + batch_size]]).float() / 255
-            yield model(network_gray(model, x, as_served)), x
+            yield (model.colorize_luma(luma(x)) if as_served else model(network_gray(model, x, False))), x
     return image_means(batches(), colour=True)
 
 
@@ -166,10 +167,15 @@ def decoding_scan(model, images: np.ndarray, indices: np.ndarray, batch_size: in
         x = torch.from_numpy(images[indices[start : start + batch_size]]).float() / 255
         gray = network_gray(model, x, as_served)
         cached.append((gray, model.raw(gray), x))
+
+    def decoded(gray, raw, x):  # as Colorizer.colorize_luma does, when as served
+        rgb = model.encoding.decode(gray, model.target(raw))
+        return with_luma(rgb, luma(x)) if as_served else rgb
+
     scan = []
     for t, a, s in itertools.product(TEMPERATURES, PRIOR_CORRECTIONS, SATURATIONS):
         model.bins.set_decoding(t, a, s)
-        batches = ((model.encoding.decode(gray, model.target(raw)), x) for gray, raw, x in cached)
+        batches = ((decoded(gray, raw, x), x) for gray, raw, x in cached)
         scan.append({"temperature": t, "prior_correction": a, "saturation": s, **image_means(batches, colour=True)})
     model.bins.set_decoding(**original)
     return scan

@@ -26,7 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from training.color import get_encoding, is_grayscale
+from training.color import get_encoding, is_grayscale, luma, with_luma
 from training.data import Split
 from training.metrics import image_means, image_sums, with_colourfulness_ratio
 from training.model import ConvAutoencoder, config_from_name
@@ -217,6 +217,13 @@ class Colorizer(nn.Module):
         encoding's gray of the gray image R = G = B = Y (for Lab not the colour image's L, which training sees)."""
         return self.encoding.encode(y.expand(-1, 3, -1, -1))[0]
 
+    def colorize_luma(self, y: torch.Tensor) -> torch.Tensor:
+        """Luma Y (B, 1, H, W) -> RGB as the exported graph and so the service compute it: the network fed
+        `gray_from_luma(y)`, decoded, then given back the input's luma with its predicted chroma kept. The
+        gray input is the one thing known exactly; the Lab decoding alone shifts it (L is not BT.601 luma),
+        which costs PSNR and is what the service's photo path already undoes (lay_chroma_under_luma)."""
+        return with_luma(self(self.gray_from_luma(y)), y)
+
     def num_parameters(self) -> int:
         return sum(p.numel() for p in self.parameters())
 
@@ -292,7 +299,5 @@ def colorizer_from_weights(config: ColorizerConfig, weights: dict) -> Colorizer:
 @torch.no_grad()
 def grayscale_baseline(images: np.ndarray, indices: np.ndarray) -> dict:
     """The trivial colorizer: output the luma image unchanged, on the same images and metrics."""
-    from training.color import luma
-
     x = torch.from_numpy(images[indices]).float() / 255
     return image_means([(luma(x).expand(-1, 3, -1, -1), x)], colour=True)

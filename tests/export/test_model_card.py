@@ -52,3 +52,11 @@ def test_a_kept_colorizer_names_the_report_its_decoding_came_from():
     assert "by `cae color-report`: `results/colorization/x/results.json`" in model_card.render(manifest)
     del manifest["models"]["colorizer"]["reused_from"]
     assert "by `cae color-report`)." in model_card.render(manifest)
+
+
+def test_the_card_says_when_the_colorizer_keeps_the_input_luma():
+    manifest = json.loads(SHIPPED.read_text())
+    manifest["models"]["colorizer"]["keeps_input_luma"] = True
+    assert "gets the input's luma back" in model_card.render(manifest)
+    manifest["models"]["colorizer"].pop("keeps_input_luma")
+    assert "luma back" not in model_card.render(manifest)

@@ -2,7 +2,9 @@ import numpy as np
 import pytest
 import torch
 
-from training.color import ENCODINGS, colourfulness, get_encoding, is_grayscale, luma
+from kornia.color import rgb_to_ycbcr
+
+from training.color import ENCODINGS, colourfulness, get_encoding, is_grayscale, luma, with_luma
 
 
 def rgb_batch(seed=0):
@@ -84,3 +86,12 @@ def test_colourfulness():
 def test_unknown_encoding():
     with pytest.raises(ValueError, match="encoding must be one of"):
         get_encoding("hsv")
+
+
+def test_with_luma_sets_luma_and_keeps_chroma():
+    rgb = torch.rand(2, 3, 8, 8) * 0.6 + 0.2
+    y = luma(rgb) + torch.empty(2, 1, 8, 8).uniform_(-0.1, 0.1)
+    out = with_luma(rgb, y)
+    assert torch.allclose(luma(out), y, atol=1e-6)
+    assert torch.allclose(rgb_to_ycbcr(out)[:, 1:], rgb_to_ycbcr(rgb)[:, 1:], atol=1e-6)
+    assert with_luma(torch.ones(1, 3, 2, 2), torch.full((1, 1, 2, 2), 2.0)).max() == 1  # clamped

@@ -159,13 +159,18 @@ def test_the_scan_decodes_cached_logits_like_the_model():
 
 def test_as_served_scoring_feeds_what_the_exported_graph_computes_from_luma():
     from export.graphs import ColorizerGraph
-    from training.color import luma
+    from training.color import luma, with_luma
     from training.color_report import network_gray
 
     model = ColorizationTask(ColorizerConfig(width=4)).build(random_images(4), np.arange(4)).eval()
     x = torch.from_numpy(random_images(4)).float() / 255
     with torch.no_grad():
-        assert torch.allclose(model(network_gray(model, x, as_served=True)).clamp(0, 1), ColorizerGraph(model)(luma(x)))
+        served = ColorizerGraph(model)(luma(x))
+        assert torch.equal(model.colorize_luma(luma(x)), served)
+        assert torch.allclose(with_luma(model(network_gray(model, x, as_served=True)), luma(x)), served)
+        # The input's luma comes back out wherever no channel was clamped.
+        inside = ((served > 0) & (served < 1)).all(1, keepdim=True)
+        assert inside.float().mean() > 0.5 and torch.allclose(luma(served)[inside], luma(x)[inside], atol=1e-5)
         # Lab L of the gray image R = G = B = Y is not the colour image's L: the two feeds differ.
         assert not torch.allclose(network_gray(model, x, as_served=True), network_gray(model, x, as_served=False))
 
