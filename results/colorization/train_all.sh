@@ -20,3 +20,7 @@ cae train-colorizer --global-context --schedule cosine --epochs 16 --quiet --out
 cae color-report --runs runs/colorization/unet32g_lab_classification_cos16 --out results/colorization/cos16g_sat
 cae train-colorizer --width 64 --global-context --schedule cosine --epochs 12 --quiet --out runs/colorization/unet64g_lab_classification_cos12
 cae color-report --runs runs/colorization/unet64g_lab_classification_cos12 --out results/colorization/cos12w64g
+# Width 64 with the fusion layer, 24 epochs with flips (97 min of training on a shared 2-core CPU), its decoding chosen
+# with the output given the input's luma back, as the graph now does (results/colorization/keep_luma/).
+cae train-colorizer --width 64 --global-context --schedule cosine --epochs 24 --augment flip --quiet --out runs/colorization/unet64g_lab_classification_cos24f
+cae color-report --runs runs/colorization/unet64g_lab_classification_cos24f --out results/colorization/cos24w64gf

@@ -51,7 +51,7 @@ def test_a_kept_colorizer_names_the_report_its_decoding_came_from():
                                                       "command": f"cae export --colorizer runs/c {chosen_by} --out models"}
     assert "by `cae color-report`: `results/colorization/x/results.json`" in model_card.render(manifest)
     del manifest["models"]["colorizer"]["reused_from"]
-    assert "by `cae color-report`)." in model_card.render(manifest)
+    assert "by `cae color-report`)" in model_card.render(manifest)
 
 
 def test_the_card_says_when_the_colorizer_keeps_the_input_luma():
