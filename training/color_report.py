@@ -166,16 +166,16 @@ def decoding_scan(model, images: np.ndarray, indices: np.ndarray, batch_size: in
     for start in range(0, len(indices), batch_size):
         x = torch.from_numpy(images[indices[start : start + batch_size]]).float() / 255
         gray = network_gray(model, x, as_served)
-        cached.append((gray, model.raw(gray), x))
+        cached.append((gray, model.raw(gray), x, luma(x) if as_served else None))
 
-    def decoded(gray, raw, x):  # as Colorizer.colorize_luma does, when as served
+    def decoded(gray, raw, y):  # as Colorizer.colorize_luma does, when as served (y: the input's luma)
         rgb = model.encoding.decode(gray, model.target(raw))
-        return with_luma(rgb, luma(x)) if as_served else rgb
+        return rgb if y is None else with_luma(rgb, y)
 
     scan = []
     for t, a, s in itertools.product(TEMPERATURES, PRIOR_CORRECTIONS, SATURATIONS):
         model.bins.set_decoding(t, a, s)
-        batches = ((decoded(gray, raw, x), x) for gray, raw, x in cached)
+        batches = ((decoded(gray, raw, y), x) for gray, raw, x, y in cached)
         scan.append({"temperature": t, "prior_correction": a, "saturation": s, **image_means(batches, colour=True)})
     model.bins.set_decoding(**original)
     return scan
