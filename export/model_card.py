@@ -40,9 +40,9 @@ def _epochs(facts: dict) -> str:
     return f"{n} epoch" + ("" if n == 1 else "s")
 
 
-def _wall_time(facts: dict) -> str:
+def _wall_time(training: dict) -> str:
     """", 118 min of training on <hardware>", from what the run recorded (empty where it recorded nothing)."""
-    seconds, hardware = facts["training"].get("train_seconds"), facts["training"].get("hardware")
+    seconds, hardware = training.get("train_seconds"), training.get("hardware")
     wall = f", {seconds / 60:.0f} min of training" if isinstance(seconds, (int, float)) else ""
     return wall + (f" on {' then '.join(hardware)}" if hardware else "")
 
@@ -73,20 +73,39 @@ def _decoding(d: dict) -> str:
     return text
 
 
-def _train_command(facts: dict) -> str:
-    t, name = facts["training"]["train"], facts["name"]
+def _train_command(task: str, name: str, model: dict, t: dict) -> str:
+    """The `cae` command that trained a run, from its model and training settings."""
     # Options away from their defaults (runs older than an option have no entry: its default then).
     extra = f" --schedule {t['schedule']}" if t.get("schedule", "constant") != "constant" else ""
     extra += f" --augment {t['augment']}" if t.get("augment", "none") != "none" else ""
     extra += f" --fraction {t['fraction']:g}" if t.get("fraction", 1.0) != 1.0 else ""
-    if facts["training"]["task"] == "colorization":
-        m = facts["training"]["model"]
-        network = f" --width {m['width']}" if m.get("width", 32) != 32 else ""
-        network += " --global-context" if m.get("global_context") else ""
-        return (f"cae train-colorizer --encoding {m['encoding']} --arch {m['arch']} --color-loss {m['loss']}{network}{extra} "
+    if task == "colorization":
+        network = f" --width {model['width']}" if model.get("width", 32) != 32 else ""
+        network += " --global-context" if model.get("global_context") else ""
+        for flag, key, default in (("temperature", "temperature", 0.38), ("prior-correction", "prior_correction", 0.0),
+                                   ("saturation", "saturation", 1.0)):
+            network += f" --{flag} {model[key]:g}" if model.get(key, default) != default else ""
+        if t.get("loss") == "psnr":  # trained on its output as served
+            extra += " --loss psnr" + (f" --min-colourfulness {t['min_colourfulness']:g}" if t.get("min_colourfulness") else "")
+        extra += f" --init {t['init']}" if t.get("init") else ""
+        return (f"cae train-colorizer --encoding {model['encoding']} --arch {model['arch']} --color-loss {model['loss']}{network}{extra} "
                 f"--epochs {t['epochs']} --batch-size {t['batch_size']} --lr {t['lr']:g}")
+    extra += f" --init {t['init']}" if t.get("init") else ""
     return (f"cae train --model {name} --loss {t['loss']}{extra} --epochs {t['epochs']} "
             f"--batch-size {t['batch_size']} --lr {t['lr']:g}")
+
+
+def _trained_with(facts: dict) -> str:
+    """"`command` (N epochs, M min of training on X)", preceded by the run it was fine-tuned from, if any."""
+    training = facts["training"]
+    this = f"`{_train_command(training['task'], facts['name'], training['model'], training['train'])}` ({_epochs(facts)}{_wall_time(training)})"
+    init = training.get("init")
+    if not init:
+        return this
+    n = init["epochs"]
+    first = (f"`{_train_command(training['task'], init['name'], init['model'], init['train'])}` "
+             f"({n} epoch{'' if n == 1 else 's'}{_wall_time(init)})")
+    return f"{first}, then fine-tuned with {this}"
 
 
 # The product's target for every autoencoder of the family (the models issue): PCA + this many dB.
@@ -123,8 +142,10 @@ def _family_section(manifest: dict) -> list[str]:
     lines += ["", "Trained with:", ""]
     for f in members:
         origin = f" (kept from an earlier export: {f['reused_from']['folder']}, {f['reused_from']['created']})" if f.get("reused_from") else ""
-        lines.append(f"- {f['autoencoder']}: `{_train_command(f)}` ({_epochs(f)} on {f['data']['sizes']['train']:,} training images of "
-                     f"`{f['data']['source']}`, split seed {f['data']['split_seed']}{_wall_time(f)}){origin}")
+        training = f["training"]
+        lines.append(f"- {f['autoencoder']}: `{_train_command(training['task'], f['name'], training['model'], training['train'])}` "
+                     f"({_epochs(f)} on {f['data']['sizes']['train']:,} training images of "
+                     f"`{f['data']['source']}`, split seed {f['data']['split_seed']}{_wall_time(training)}){origin}")
     lines.append("")
     sel = manifest.get("selection")
     if sel:
@@ -158,7 +179,7 @@ def render(manifest: dict) -> str:
                   + (f" {_decoding(f['decoding'])} ({_decoding_source(manifest, f)})" if f.get("decoding") else "")
                   + ("; the output then gets the input's luma back, its predicted chroma (Cb, Cr) kept, as the service does for photos."
                      if f.get("keeps_input_luma") else "."), "",
-                  f"Trained with `{_train_command(f)}` ({_epochs(f)}{_wall_time(f)})"
+                  f"Trained with {_trained_with(f)}"
                   + (f"; kept from an earlier export ({f['reused_from']['folder']}, {f['reused_from']['created']})." if f.get("reused_from") else "."), "",
                   f"Scored on the {test['images']:,} test images in colour ({test['grayscale_images_left_out']} grayscale test images left out: "
                   "on them the baseline is perfect and a colorizer can only lose).", "",

@@ -52,7 +52,8 @@ def _add_data_args(p: argparse.ArgumentParser, task_defaults: dict) -> None:
     g.add_argument("--lr", type=float, default=d["lr"], help=f"learning rate (default {d['lr']:g})")
     g.add_argument("--optimizer", default=d["optimizer"], choices=OPTIMIZER_NAMES, help=f"(default {d['optimizer']})")
     g.add_argument("--loss", default=d["loss"], choices=LOSSES,
-                   help=f"reconstruction loss; psnr = each image's log MSE, averaged (default {d['loss']})")
+                   help=f"reconstruction loss; psnr = each image's log MSE, averaged; colorizers: bce = the network's own "
+                        f"loss, psnr = the output as served (default {d['loss']})")
     g.add_argument("--schedule", default=d["schedule"], choices=["constant", "cosine"],
                    help=f"learning rate schedule; cosine decays it to 0 over --epochs (default {d['schedule']})")
     g.add_argument("--seed", type=int, default=d["seed"], help=f"seed of weights and batch order (default {d['seed']})")
@@ -60,6 +61,8 @@ def _add_data_args(p: argparse.ArgumentParser, task_defaults: dict) -> None:
                    help=f"random left-right flips, and shifts of up to 2 pixels (default {d['augment']})")
     g.add_argument("--ema", type=float, default=d["ema"], metavar="DECAY",
                    help=f"evaluate and keep an exponential moving average of the weights, e.g. 0.999; 0 = off (default {d['ema']:g})")
+    g.add_argument("--init", default=d["init"], metavar="RUN",
+                   help="start from the weights of this finished run of the same network (fine-tuning) instead of fresh ones")
     g = p.add_argument_group("hardware")
     g.add_argument("--device", default=d["device"], help=f"auto (CUDA when present), cpu or cuda[:N] (default {d['device']})")
     g.add_argument("--precision", default=d["precision"], choices=["auto", "fp32", "bf16"],
@@ -169,7 +172,8 @@ def cmd_lr_scan(args) -> int:
 def cmd_train_colorizer(args) -> int:
     from training.colorize import ColorizerConfig
 
-    model_config = ColorizerConfig(**_given(args, ("encoding", "arch", "width", "global_context", "cae", "temperature")),
+    model_config = ColorizerConfig(**_given(args, ("encoding", "arch", "width", "global_context", "cae", "temperature",
+                                                   "prior_correction", "saturation")),
                                    **({"loss": args.color_loss} if args.color_loss else {}))
     return _train_and_report(args, model_config, "(colour images only) ")
 
@@ -186,7 +190,7 @@ def cmd_color_report(args) -> int:
         train(ColorizerConfig(width=4), TrainConfig(**DRY_RUN, batch_size=64), out=run, progress=False)
         args.runs, args.out = [run.parent], args.out / "report"
     runs = sorted(p.parent for folder in args.runs for p in Path(folder).glob("**/checkpoint.pt"))
-    report(runs, Path(args.out))
+    report(runs, Path(args.out), min_colourfulness=args.min_colourfulness)
     print(f"table: {Path(args.out) / 'results.md'}; figures in {args.out}")
     return 0
 
@@ -257,6 +261,10 @@ def add_commands(sub) -> None:
                    help="U-Net: fuse the whole image's mean bottleneck features into every position")
     g.add_argument("--cae", help="autoencoder configuration for --arch cae (default: the sweep's best)")
     g.add_argument("--temperature", type=float, help="annealed-mean temperature")
+    g.add_argument("--prior-correction", type=float, help="share of the rebalancing's pull to rare colours taken out at decoding")
+    g.add_argument("--saturation", type=float, help="scale of ab's spread about the image's mean ab at decoding")
+    g.add_argument("--min-colourfulness", type=float, default=0.0, metavar="SHARE",
+                   help="with --loss psnr: keep each batch's colourfulness at least this share of the truth's, e.g. 0.82 (default off)")
     _add_data_args(p, TRAIN_DEFAULTS["colorization"])
     p.add_argument("--out", default=None, help="run folder (default runs/<colorizer name>)")
     p.set_defaults(func=cmd_train_colorizer)
@@ -264,6 +272,10 @@ def add_commands(sub) -> None:
     p = sub.add_parser("color-report", help="score colorizer runs against the grayscale baseline; Fig. 4-6")
     p.add_argument("--runs", nargs="+", default=["runs/colorization"], help="run folders or folders of them")
     p.add_argument("--out", default=REPORT_OUT, help=f"folder for the table and figures (default {REPORT_OUT})")
+    # training.color_report.MIN_COLOURFULNESS, repeated so that `cae --help` imports no torch (a test keeps them equal).
+    p.add_argument("--min-colourfulness", type=float, default=0.7, metavar="SHARE",
+                   help="the decoding rule: the best validation PSNR among decodings at least this colourful, as a share of "
+                        "the truth's colourfulness (default 0.7)")
     p.add_argument("--dry-run", action="store_true", help="train a tiny colorizer on synthetic data and report it, "
                    "all in --out if given, else in a new temporary folder")
     p.set_defaults(func=cmd_color_report)

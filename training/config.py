@@ -20,7 +20,9 @@ class TrainConfig:
     batch_size: int = 256
     lr: float = 2e-3
     optimizer: str = "adam"  # adam | adamw | sgd | rmsprop
-    loss: str = "bce"  # bce | mse | psnr (the mean over images of each one's log MSE: the metric itself)
+    # bce | mse | psnr (the mean over images of each one's log MSE: the metric itself). Colorizers: bce = the network's own
+    # loss (rebalanced cross-entropy or L2 on the encoding's targets), psnr = log MSE of the output as served.
+    loss: str = "bce"
     schedule: str = "constant"  # constant | cosine (decays the learning rate to 0 over `epochs`)
     augment: str = "none"  # none | flip | flip-shift (training.augment)
     ema: float = 0.0  # decay of an exponential moving average of the weights, evaluated and shipped; 0: off
@@ -28,6 +30,10 @@ class TrainConfig:
     precision: str = "auto"  # auto (bf16 where the hardware has it) | fp32 | bf16
     eval_batch_size: int = 1000
     log_every: int = 1  # steps between entries of steps.csv
+    init: str = ""  # a finished run folder of the same model whose weights this run starts from (fine-tuning); "": fresh weights
+    # Colorizers trained with loss psnr (their output as served): keep each batch's colourfulness at least this share of
+    # the truth's, a hinge on the shortfall. 0: off.
+    min_colourfulness: float = 0.0
 
     def __post_init__(self):
         if self.loss not in LOSSES:
@@ -44,6 +50,8 @@ class TrainConfig:
             raise ValueError(f"precision must be auto, fp32 or bf16, got {self.precision!r}")
         if self.epochs < 1 or self.batch_size < 1 or not self.lr > 0:
             raise ValueError("epochs, batch size and learning rate must be positive")
+        if not 0 <= self.min_colourfulness <= 2:
+            raise ValueError(f"min_colourfulness is a share of the truth's colourfulness, in [0, 2], got {self.min_colourfulness}")
         if not 0 < self.fraction <= 1:
             raise ValueError(f"fraction must be in (0, 1], got {self.fraction}")
 

@@ -34,6 +34,7 @@ class RunState:
     test: dict | None = None  # test metrics once finished
     train_seconds: float = 0.0
     hardware: list[str] = field(default_factory=list)  # what trained it, one entry per change (a run may resume elsewhere)
+    init: dict | None = None  # the run it started from (TrainConfig.init): its facts, kept should that folder go
 
 
 @dataclass(frozen=True)

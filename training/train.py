@@ -156,8 +156,11 @@ class ReconstructionTask:
     def select(self, images: np.ndarray, split: Split) -> Split:
         return split
 
-    def build(self, images: np.ndarray, train_indices: np.ndarray) -> torch.nn.Module:
-        return build_autoencoder(self.config)
+    def build(self, images: np.ndarray, train_indices: np.ndarray, weights: dict | None = None) -> torch.nn.Module:
+        model = build_autoencoder(self.config)
+        if weights is not None:
+            model.load_state_dict(weights)
+        return model
 
     def loss(self, model: torch.nn.Module, x: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
         with autocast(x.device, dtype):
@@ -181,10 +184,12 @@ def task_kind(model_config) -> str:
 
 def make_task(model_config, config: TrainConfig):
     if task_kind(model_config) == "reconstruction":
+        if config.min_colourfulness:
+            raise ValueError("min_colourfulness is for colorizers; an autoencoder has no colourfulness to keep")
         return ReconstructionTask(model_config, config.loss)
     from training.colorize import ColorizationTask
 
-    return ColorizationTask(model_config)
+    return ColorizationTask(model_config, config.loss, config.min_colourfulness)
 
 
 def train_step(task, model: torch.nn.Module, optimizer: torch.optim.Optimizer, x: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
@@ -293,10 +298,14 @@ def train(
 
     torch.manual_seed(config.seed)
     plan = StepPlan.for_device(device, config.optimizer)
-    model = plan.prepare(task.build(data.images, split.train).to(device))
-    optimizer = make_optimizer(config.optimizer, model, config.lr, plan)
-    state = RunState()
     ckpt_path = out / CHECKPOINT
+    state = RunState()
+    init = None
+    if config.init and not ckpt_path.exists():  # a resumed run has its own weights
+        init = _init_run(config.init, task)
+        state.init = init_facts(init)
+    model = plan.prepare(task.build(data.images, split.train, init.weights if init else None).to(device))
+    optimizer = make_optimizer(config.optimizer, model, config.lr, plan)
     ema_start = {}  # where a resumed run's moving average stands
     if ckpt_path.exists():
         run = Run.load(ckpt_path, map_location=device)
@@ -389,6 +398,23 @@ def _check_resumable(run: Run, task, config: TrainConfig) -> None:
         raise ValueError(f"{run.path} was trained with other settings ({detail}); use another output folder")
 
 
+def _init_run(folder: str, task) -> Run:
+    """The finished run a fine-tuning run starts from; it must hold the same network."""
+    run = Run.load(folder)
+    if run.kind != task.kind or run.name != task.name:
+        raise ValueError(f"--init {folder} holds {run.kind} model {run.name}, not {task.name}: a run starts only from the same network")
+    if not run.finished:
+        raise ValueError(f"--init {folder} has not finished training ({run.state.epoch} epochs so far)")
+    return run
+
+
+def init_facts(run: Run) -> dict:
+    """What a fine-tuned run records of the run it started from: enough to say how it was made."""
+    return {"run": str(run.folder), "name": run.name, "model": asdict(run.model_config), "train": asdict(run.train_config),
+            "epochs": run.state.epoch, "train_seconds": round(run.state.train_seconds, 2), "hardware": run.state.hardware,
+            "test": run.state.test, "init": run.state.init}
+
+
 def _data_facts(data: ImageArray, split: Split) -> DataFacts:
     return DataFacts(source=data.source, checksum=data.checksum, split_seed=split.seed, fraction=split.fraction,
                      sizes={"train": len(split.train), "val": len(split.val), "test": len(split.test)})
@@ -416,6 +442,7 @@ def _result(task, config, state: RunState, split, data, model) -> dict:
         "test": state.test,
         "val": {k.removeprefix("val_"): v for k, v in state.history[-1].items() if k.startswith("val_")},
         "data": asdict(_data_facts(data, split)),
+        **({"init": state.init} if state.init else {}),
     }
 
 

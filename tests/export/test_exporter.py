@@ -315,11 +315,33 @@ def test_the_card_names_the_colorizer_training_options_away_from_their_defaults(
 
     train = {"epochs": 16, "batch_size": 64, "lr": 0.001, "schedule": "cosine", "augment": "none", "fraction": 1.0}
     model = {"encoding": "lab", "arch": "unet", "loss": "classification", "width": 32}
-    facts = {"name": "color_lab_unet32_classification", "training": {"task": "colorization", "train": train, "model": model}}
-    assert _train_command(facts) == ("cae train-colorizer --encoding lab --arch unet --color-loss classification "
-                                     "--schedule cosine --epochs 16 --batch-size 64 --lr 0.001")
-    facts["training"]["model"] = {**model, "global_context": True, "width": 48}
-    assert " --width 48 --global-context --schedule cosine " in _train_command(facts)
+    name = "color_lab_unet32_classification"
+    assert _train_command("colorization", name, model, train) == (
+        "cae train-colorizer --encoding lab --arch unet --color-loss classification --schedule cosine --epochs 16 --batch-size 64 --lr 0.001")
+    model = {**model, "global_context": True, "width": 48}
+    assert " --width 48 --global-context --schedule cosine " in _train_command("colorization", name, model, train)
+    # A run fine-tuned on its output as served names its decoding, objective and starting run.
+    tuned = {**train, "loss": "psnr", "min_colourfulness": 0.82, "init": "runs/colorization/base"}
+    command = _train_command("colorization", name, {**model, "temperature": 1.0, "prior_correction": 0.85, "saturation": 1.5}, tuned)
+    assert " --global-context --temperature 1 --prior-correction 0.85 --saturation 1.5 --schedule cosine --loss psnr " in command
+    assert " --min-colourfulness 0.82 --init runs/colorization/base --epochs 16 " in command
+
+
+def test_the_card_says_what_a_fine_tuned_model_started_from():
+    from export.model_card import _trained_with
+
+    train = {"epochs": 24, "batch_size": 64, "lr": 0.001, "loss": "bce"}
+    model = {"encoding": "lab", "arch": "unet", "loss": "classification", "width": 64}
+    init = {"name": "c", "model": model, "train": train, "epochs": 24, "train_seconds": 5820.0, "hardware": ["CPU A"]}
+    tuned = {**train, "epochs": 2, "lr": 0.0002, "loss": "psnr", "init": "runs/base"}
+    facts = {"name": "c", "checkpoint": {"epochs": 2},
+             "training": {"task": "colorization", "model": model, "train": tuned, "train_seconds": 1500.0, "hardware": ["CPU B"], "init": init}}
+    text = _trained_with(facts)
+    first, then = text.split(", then fine-tuned with ")
+    assert first.endswith("--epochs 24 --batch-size 64 --lr 0.001` (24 epochs, 97 min of training on CPU A)")
+    assert then.endswith("--loss psnr --init runs/base --epochs 2 --batch-size 64 --lr 0.0002` (2 epochs, 25 min of training on CPU B)")
+    del facts["training"]["init"]
+    assert _trained_with(facts) == then
 
 
 def test_the_cli_names_the_same_decoding_parameters_as_the_model():

@@ -1,3 +1,4 @@
+import json
 import os
 import subprocess
 import sys
@@ -90,3 +91,31 @@ def test_color_report(tmp_path, capsys):
     assert main(["color-report", "--runs", str(tmp_path / "empty"), "--out", str(tmp_path / "r2")]) == 2
     assert "Diagnostics" in table and "ycbcr_centred:" in table and "difference:" in table
     assert "Decoding of unet" in table and "chosen on validation" in table
+
+
+def test_a_colorizer_fine_tuned_as_served_then_reported_under_another_rule(tmp_path, capsys):
+    base, tuned = tmp_path / "base", tmp_path / "runs" / "tuned"
+    assert main(["train-colorizer", "--dry-run", "--quiet", "--width", "4", "--out", str(base)]) == 0
+    assert main(["train-colorizer", "--dry-run", "--quiet", "--width", "4", "--init", str(base), "--loss", "psnr",
+                 "--min-colourfulness", "0.8", "--temperature", "1", "--prior-correction", "0.85", "--saturation", "1.5",
+                 "--out", str(tuned)]) == 0
+    config = json.loads((tuned / "config.json").read_text())
+    assert config["train"]["init"] == str(base) and config["train"]["min_colourfulness"] == 0.8
+    assert config["model"]["saturation"] == 1.5 and config["model"]["prior_correction"] == 0.85
+    assert main(["color-report", "--runs", str(tuned.parent), "--out", str(tmp_path / "report"), "--min-colourfulness", "0.9"]) == 0
+    facts = json.loads((tmp_path / "report" / "results.json").read_text())
+    scan, chosen = facts["temperatures"]["tuned"]["scan"], facts["temperatures"]["tuned"]["chosen"]
+    vivid = [s for s in scan if s["colourfulness_ratio"] >= 0.9]
+    assert facts["min_colourfulness"] == 0.9
+    entry = next(s for s in scan if all(s[k] == v for k, v in chosen.items()))
+    assert entry == (max(vivid, key=lambda s: s["psnr"]) if vivid else max(scan, key=lambda s: s["colourfulness_ratio"]))
+    # Fine-tuning from another network is one clear line, not a traceback.
+    assert main(["train-colorizer", "--dry-run", "--quiet", "--width", "8", "--init", str(base), "--out", str(tmp_path / "x")]) == 2
+    assert "a run starts only from the same network" in capsys.readouterr().err
+
+
+def test_the_reports_default_rule_is_the_modules():
+    from cae.cli import build_parser
+    from training.color_report import MIN_COLOURFULNESS
+
+    assert build_parser().parse_args(["color-report"]).min_colourfulness == MIN_COLOURFULNESS

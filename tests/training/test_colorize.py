@@ -115,6 +115,8 @@ def test_decoding_rule():
             {"temperature": 1.0, "prior_correction": 1, "saturation": 1.0, "psnr": 24.0, "colourfulness_ratio": 0.69}]
     # The best PSNR keeping 70% of the colour.
     assert choose_decoding(scan) == {"temperature": 0.5, "prior_correction": 0.5, "saturation": 1.5}
+    # ... or of another share (`cae color-report --min-colourfulness`).
+    assert choose_decoding(scan, 0.8)["temperature"] == 0.2 and choose_decoding(scan, 0.6)["temperature"] == 1.0
     dull = [{**s, "colourfulness_ratio": 0.1 * i} for i, s in enumerate(scan)]
     assert choose_decoding(dull) == {"temperature": 1.0, "prior_correction": 1, "saturation": 1.0}
     before = [{k: v for k, v in s.items() if k != "saturation"} for s in scan]  # a results.json of before saturation
@@ -183,3 +185,53 @@ def test_prior_correction_pulls_towards_common_colours():
     corrected = ABBins(centres, weights, 1.0, 10, prior_correction=1.0).annealed_mean(logits)[0, 0].item()
     # Corrected logits -log w = (log 2, log 0.25): probabilities (2, 0.25) / 2.25.
     assert plain == pytest.approx(25.0) and corrected == pytest.approx(50 * 0.25 / 2.25, rel=1e-4)
+
+
+def test_served_loss_is_minus_the_mean_psnr_of_the_served_output_plus_a_colour_hinge():
+    from training.color import colourfulness, luma
+    from training.colorize import COLOUR_HINGE_DB, served_loss
+    from training.metrics import per_image_psnr
+
+    model = ColorizationTask(ColorizerConfig(width=4)).build(random_images(8), np.arange(8)).eval()
+    x = torch.from_numpy(random_images(8)).float() / 255
+    plain = served_loss(model, x, torch.float32)
+    served = model.colorize_luma(luma(x))
+    assert plain.item() == pytest.approx(-per_image_psnr(served, x).mean().item(), abs=1e-3)
+    ratio = (colourfulness(served).sum() / colourfulness(x).sum()).item()
+    assert served_loss(model, x, torch.float32, min_colourfulness=ratio / 2).item() == pytest.approx(plain.item(), abs=1e-5)
+    hinged = served_loss(model, x, torch.float32, min_colourfulness=ratio + 0.1)
+    assert hinged.item() == pytest.approx(plain.item() + COLOUR_HINGE_DB * 0.1, abs=1e-3)
+    hinged.backward()  # through the decoding and the luma step to the network
+    assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in model.net.head.parameters())
+
+
+@pytest.mark.parametrize("kwargs, message", [(dict(loss="mse"), "bce .* or psnr"), (dict(loss="bce", min_colourfulness=0.8), "psnr")])
+def test_invalid_colorizer_objectives(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        ColorizationTask(ColorizerConfig(), **kwargs)
+
+
+def test_a_colorizer_fine_tuned_on_its_served_output(tmp_path):
+    from dataclasses import replace
+
+    from training.color_report import score
+    from training.data import load_images
+    from training.run import Run
+
+    config = ColorizerConfig(width=4)
+    train(config, QUICK, out=tmp_path / "base", progress=False)
+    # The decoding it is trained through is the config's: the one it will be exported with unless a report chooses another.
+    decoding = dict(temperature=1.0, prior_correction=0.85, saturation=1.5)
+    tuned_config = replace(config, **decoding)
+    tuning = TrainConfig(**{**QUICK.__dict__, "init": str(tmp_path / "base"), "loss": "psnr", "min_colourfulness": 0.5})
+    result = train(tuned_config, tuning, out=tmp_path / "tuned", progress=False)
+    assert result["init"]["name"] == config.name and result["model"]["saturation"] == 1.5
+    run = Run.load(tmp_path / "tuned")
+    model = run.model()
+    assert model.bins.decoding == decoding
+    # Its metrics are those of the output as served: what color-report scores and the graph exports.
+    data = load_images(QUICK.data)
+    test = colour_indices(data.images, run.split(data).test)
+    served = score(model, data.images, test, as_served=True)
+    assert result["test"]["psnr"] == pytest.approx(served["psnr"], abs=1e-3)
+    assert result["test"]["loss"] == pytest.approx(-served["psnr"], abs=1e-2)

@@ -207,3 +207,43 @@ def test_checkpoints_written_before_the_schedule_option_still_resume(tmp_path):
     torch.save(ckpt, tmp_path / CHECKPOINT)
     result = train(TINY_MODEL, TrainConfig(**{**SMALL.__dict__, "epochs": 3}), out=tmp_path, progress=False)
     assert result["epochs"] == 3
+
+
+def _parameters(model) -> dict:
+    return {k: v.detach().clone() for k, v in model.named_parameters()}
+
+
+def test_init_starts_from_a_finished_runs_weights_and_remembers_it(tmp_path):
+    base = tmp_path / "base"
+    train(TINY_MODEL, SMALL, out=base, progress=False)
+    start = _parameters(model_from_checkpoint(load_checkpoint(base / CHECKPOINT)))
+    # A learning rate too small to move a weight: the fine-tuned run's weights are the ones it started from.
+    tuned = tmp_path / "tuned"
+    config = TrainConfig(**{**SMALL.__dict__, "epochs": 1, "lr": 1e-12, "init": str(base)})
+    result = train(TINY_MODEL, config, out=tuned, progress=False)
+    after = _parameters(model_from_checkpoint(load_checkpoint(tuned / CHECKPOINT)))
+    assert all(torch.allclose(after[k], start[k], atol=1e-8) for k in start)
+    assert result["init"]["run"] == str(base) and result["init"]["epochs"] == 2 and result["init"]["train"]["lr"] == SMALL.lr
+    # The facts travel in the checkpoint: the run resumes, and still says where it came from, with its source gone.
+    for p in base.iterdir():
+        p.unlink()
+    base.rmdir()
+    resumed = train(TINY_MODEL, TrainConfig(**{**config.__dict__, "epochs": 2}), out=tuned, progress=False)
+    assert resumed["epochs"] == 2 and resumed["init"] == result["init"]
+
+
+def test_init_refuses_another_network_or_an_unfinished_run(tmp_path):
+    train(TINY_MODEL, SMALL, out=tmp_path / "base", progress=False)
+    other = AutoencoderConfig(channel_factor=2, compression=4, fewer_layers=True)
+    with pytest.raises(ValueError, match="same network"):
+        train(other, TrainConfig(**{**SMALL.__dict__, "init": str(tmp_path / "base")}), out=tmp_path / "other", progress=False)
+    with pytest.raises(FileNotFoundError, match="no checkpoint.pt"):
+        train(TINY_MODEL, TrainConfig(**{**SMALL.__dict__, "init": str(tmp_path / "nowhere")}), out=tmp_path / "x", progress=False)
+    assert not (tmp_path / "other" / CHECKPOINT).exists()
+
+
+def test_min_colourfulness_is_a_colorizer_setting(tmp_path):
+    with pytest.raises(ValueError, match="in \\[0, 2\\]"):
+        TrainConfig(min_colourfulness=-0.1)
+    with pytest.raises(ValueError, match="for colorizers"):
+        train(TINY_MODEL, TrainConfig(**{**SMALL.__dict__, "min_colourfulness": 0.8}), out=tmp_path, progress=False)
