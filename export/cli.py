@@ -12,6 +12,16 @@ MODELS_OUT = "models"  # the shipped models: a dry run never writes here
 DECODING = ("temperature", "prior_correction", "saturation")
 
 
+# The rule of color-report results.json files written before it recorded one (training.color_report.MIN_COLOURFULNESS then).
+EARLIER_REPORTS_MIN_COLOURFULNESS = 0.7
+
+
+def decoding_rule(report: Path) -> dict:
+    """How the report chose: its file and the least colourfulness (share of the truth's) a decoding had to keep."""
+    facts = json.loads(report.read_text())
+    return {"report": str(report), "min_colourfulness": facts.get("min_colourfulness", EARLIER_REPORTS_MIN_COLOURFULNESS)}
+
+
 def decoding_from(report: Path, colorizer: str | None) -> dict:
     """The decoding that `cae color-report` chose for the run `colorizer`, from its results.json."""
     if colorizer is None:
@@ -46,9 +56,9 @@ def cmd_export(args) -> int:
     from export.exporter import ExportOptions, export_models
     from training.data import load_images
 
-    decoding = {}
+    decoding, rule = {}, None
     if args.decoding_from:
-        decoding = decoding_from(Path(args.decoding_from), args.colorizer)
+        decoding, rule = decoding_from(Path(args.decoding_from), args.colorizer), decoding_rule(Path(args.decoding_from))
     for name in DECODING:
         if getattr(args, name) is not None:
             decoding[name] = getattr(args, name)
@@ -72,7 +82,7 @@ def cmd_export(args) -> int:
     command = "cae " + " ".join(sys.argv[1:]) if sys.argv and sys.argv[0].endswith("cae") and not args.dry_run else None
     reuse = Path(args.reuse) if args.reuse and not args.dry_run else None
     manifest = export_models(autoencoders, colorizer, out, options, data=data, triton_dir=triton_dir, command=command,
-                             reuse=reuse, default=args.default, keep=args.keep, decoding=decoding)
+                             reuse=reuse, default=args.default, keep=args.keep, decoding=decoding, decoding_rule=rule)
     for facts in manifest["models"].values():
         print(f"{out / facts['file']}: {facts['name']}, sha256 {facts['sha256'][:12]}, test " +
               ", ".join(f"{k} {v:.4g}" for k, v in facts["test"].items() if isinstance(v, float)))

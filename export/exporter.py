@@ -149,9 +149,10 @@ def export_autoencoder(candidate: Candidate, out: Path, options: ExportOptions, 
     }
 
 
-def export_colorizer(run: Path, out: Path, options: ExportOptions, data: ImageArray | None, decoding: dict | None = None) -> dict:
+def export_colorizer(run: Path, out: Path, options: ExportOptions, data: ImageArray | None, decoding: dict | None = None,
+                     decoding_rule: dict | None = None) -> dict:
     """The colorizer's graph, parity and test scores; `decoding` (temperature, prior_correction, saturation,
-    any of them) replaces the run's own decoding parameters."""
+    any of them) replaces the run's own decoding parameters; `decoding_rule` says how it was chosen (export.cli.decoding_rule)."""
     run = Run.load(run)
     if run.kind != "colorization":
         raise ValueError(f"{run.folder} is not a colorizer run (task {run.kind!r})")
@@ -180,7 +181,7 @@ def export_colorizer(run: Path, out: Path, options: ExportOptions, data: ImageAr
     image_wide = colorizer.config.global_context or (decoding is not None and decoding["saturation"] != 1)
     context = {"global_context": True} if image_wide else {}
     return {**_common_facts(run, options), "role": "colorizer", "file": path.name, "name": run.name, "stride": stride,
-            **context, "decoding": decoding, "keeps_input_luma": True, "parameters": colorizer.num_parameters(), "parity": diffs,
+            **context, "decoding": decoding, **({"decoding_rule": decoding_rule} if decoding_rule else {}), "keeps_input_luma": True, "parameters": colorizer.num_parameters(), "parity": diffs,
             "test": {"images": len(test_idx), "grayscale_images_left_out": len(split.test) - len(test_idx),
                      **metrics, "grayscale_baseline": baseline}}
 
@@ -233,7 +234,8 @@ def _reused(reuse: Path | None, replaced: set[str], staging: Path, keep: list[st
 
 def _export_into(staging: Path, autoencoders: list[Path], colorizer: Path | None, options: ExportOptions,
                  data: ImageArray | None, decoding: dict | None, command: str | None,
-                 reuse: Path | None = None, default: str | None = None, keep: list[str] | None = None) -> dict:
+                 reuse: Path | None = None, default: str | None = None, keep: list[str] | None = None,
+                 decoding_rule: dict | None = None) -> dict:
     entries: dict[str, dict] = {}
     candidates = evaluate_candidates(autoencoders, data) if autoencoders else []
     names = [c.name for c in candidates]
@@ -256,7 +258,7 @@ def _export_into(staging: Path, autoencoders: list[Path], colorizer: Path | None
     for candidate in candidates:
         entries.update(export_autoencoder(candidate, staging, options, data))
     if colorizer is not None:
-        entries[COLORIZER] = export_colorizer(colorizer, staging, options, data, decoding)
+        entries[COLORIZER] = export_colorizer(colorizer, staging, options, data, decoding, decoding_rule)
 
     for key, facts in entries.items():
         path = staging / facts["file"]
@@ -283,7 +285,7 @@ def _export_into(staging: Path, autoencoders: list[Path], colorizer: Path | None
 def export_models(autoencoders: list[Path], colorizer: Path | None, out: Path, options: ExportOptions = ExportOptions(),
                   data: ImageArray | None = None, decoding: dict | None = None,
                   triton_dir: Path | None = None, command: str | None = None, reuse: Path | None = None,
-                  default: str | None = None, keep: list[str] | None = None) -> dict:
+                  default: str | None = None, keep: list[str] | None = None, decoding_rule: dict | None = None) -> dict:
     """Export every autoencoder given (the family; the default by the rule in export.choose unless named) and
     the colorizer, keeping what `reuse` (an earlier export) has and this one does not replace; returns the manifest."""
     if not autoencoders and colorizer is None and reuse is None:
@@ -294,7 +296,7 @@ def export_models(autoencoders: list[Path], colorizer: Path | None, out: Path, o
     staging.mkdir(parents=True)
     try:
         manifest = _export_into(staging, autoencoders, colorizer, options, data, decoding, command,
-                                reuse and Path(reuse), default, keep)
+                                reuse and Path(reuse), default, keep, decoding_rule)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)  # a failed or interrupted export leaves nothing behind
         raise

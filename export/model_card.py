@@ -57,6 +57,10 @@ def _io(facts: dict) -> str:
 def _decoding_source(manifest: dict, facts: dict) -> str:
     """Where the decoding was chosen: the --decoding-from of the export that made the colorizer (an earlier
     one, where this export kept it)."""
+    rule = facts.get("decoding_rule")
+    if rule:  # exports since the rule was recorded
+        return (f"chosen on validation images by `cae color-report`: `{rule['report']}`, the best PSNR among the decodings "
+                f"keeping at least {rule['min_colourfulness']:.0%} of the true colourfulness")
     command = facts.get("reused_from", {}).get("command") or manifest.get("command") or ""
     found = re.search(r"--decoding-from (\S+)", command)
     return "chosen on validation images by `cae color-report`" + (f": `{found.group(1)}`" if found else "")
@@ -188,7 +192,7 @@ def render(manifest: dict) -> str:
                   f"| grayscale baseline (output Y unchanged) | {base['psnr']:.2f} | {base['ssim']:.3f} | {base['colourfulness_ratio']:.0%} |", "",
                   f"Target (models issue): PSNR at least the grayscale baseline + {COLOUR_TARGET_DB} dB and colourfulness at least "
                   f"{COLOUR_TARGET_RATIO:.0%} of the truth's: "
-                  + ("met." if met else f"**not met**: PSNR {gap:+.2f} dB against the baseline ({_half(gap >= COLOUR_TARGET_DB)}), "
+                  + (f"met: PSNR {gap:+.2f} dB against the baseline at {test['colourfulness_ratio']:.1%} colourfulness." if met else f"**not met**: PSNR {gap:+.2f} dB against the baseline ({_half(gap >= COLOUR_TARGET_DB)}), "
                      f"colourfulness {test['colourfulness_ratio']:.1%} ({_half(test['colourfulness_ratio'] >= COLOUR_TARGET_RATIO)}). "
                      "Tried in this project (results/colorization/results.md): L2 regression (YCbCr, ratio, difference, Lab; study network and U-Net) stays near the baseline at 34-47% "
                      "colourfulness; classification with rebalancing is vivid (115%) but loses 1.9 dB; the decoding scan trades one for "

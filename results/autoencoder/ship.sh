@@ -15,7 +15,7 @@ SHIPPED+=" runs/gpu64/autoencoder/rae_w64_d1_z1_b1 runs/gpu64/autoencoder/rae_w6
 read -r -a names <<< "${MEMBERS:-$SHIPPED}"
 family=()
 for name in "${names[@]}"; do [[ $name == */* ]] && family+=("$name") || family+=("$RUNS/$name"); done
-colorizer=${COLORIZER:-runs/colorization/unet64g_lab_classification_cos24f}
+colorizer=${COLORIZER:-runs/colorization/unet64g_served80}
 present=() gone=()
 for run in "${family[@]}"; do
   [[ -f $run/checkpoint.pt ]] && present+=("$run") || gone+=("$(basename "$run")")
@@ -23,7 +23,7 @@ done
 args=()
 (( ${#present[@]} )) && args+=(--autoencoder "${present[@]}")
 if [[ -f $colorizer/checkpoint.pt ]]; then
-  args+=(--colorizer "$colorizer" --decoding-from "${DECODING:-results/colorization/cos24w64gf/results.json}")
+  args+=(--colorizer "$colorizer" --decoding-from "${DECODING:-results/colorization/served80/results.json}")
 else
   gone+=(colorizer)
 fi

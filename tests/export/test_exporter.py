@@ -98,6 +98,8 @@ def test_a_saturated_decoding_from_a_colour_report_is_exported_and_declared_imag
     assert main(["export", "--colorizer", str(run), "--decoding-from", str(report), "--out", str(out)]) == 0
     facts = read_manifest(out).models["colorizer"].facts
     assert facts["decoding"] == chosen and facts["global_context"] is True
+    # A report from before the rule was recorded chose at 70%.
+    assert facts["decoding_rule"] == {"report": str(report), "min_colourfulness": 0.7}
     assert max(facts["parity"].values()) <= 1e-4  # PyTorch and ONNX agree with the saturation inside the graph
     card = (out / "MODEL_CARD.md").read_text()
     assert "scaled by 1.5 (saturation)" in card and "temperature 1 and prior correction 0.75" in card
@@ -106,6 +108,10 @@ def test_a_saturated_decoding_from_a_colour_report_is_exported_and_declared_imag
     assert main(["export", "--colorizer", str(run), "--decoding-from", str(report), "--saturation", "1", "--out", str(plain)]) == 0
     facts = read_manifest(plain).models["colorizer"].facts
     assert facts["decoding"]["saturation"] == 1.0 and "global_context" not in facts
+    # A report under another rule says so.
+    report.write_text(json.dumps({"temperatures": {run.name: {"chosen": chosen}}, "min_colourfulness": 0.8}))
+    assert main(["export", "--colorizer", str(run), "--decoding-from", str(report), "--out", str(tmp_path / "r80")]) == 0
+    assert read_manifest(tmp_path / "r80").models["colorizer"].facts["decoding_rule"]["min_colourfulness"] == 0.8
 
 
 @pytest.mark.parametrize("report, flags, message", [

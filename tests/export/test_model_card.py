@@ -30,7 +30,7 @@ def test_verdict_names_each_half(gain, colour, psnr_half, colour_half):
 
 def test_verdict_met_when_both_halves_are():
     card = _card(model_card.COLOUR_TARGET_DB + 0.01, model_card.COLOUR_TARGET_RATIO)
-    assert "of the truth's: met." in card and "not met" not in card
+    assert "of the truth's: met: PSNR +0.51 dB against the baseline at 80.0% colourfulness." in card and "not met" not in card
 
 
 def test_colorizer_line_records_wall_time_and_hardware():
@@ -45,6 +45,7 @@ def test_colorizer_line_records_wall_time_and_hardware():
 
 def test_a_kept_colorizer_names_the_report_its_decoding_came_from():
     manifest = json.loads(SHIPPED.read_text())
+    manifest["models"]["colorizer"].pop("decoding_rule", None)  # as exports before the rule was recorded
     chosen_by = "--decoding-from results/colorization/x/results.json"
     manifest["command"] = "cae export --reuse models --keep colorizer --out models"
     manifest["models"]["colorizer"]["reused_from"] = {"folder": "models", "created": "then",
@@ -60,3 +61,16 @@ def test_the_card_says_when_the_colorizer_keeps_the_input_luma():
     assert "gets the input's luma back" in model_card.render(manifest)
     manifest["models"]["colorizer"].pop("keeps_input_luma")
     assert "luma back" not in model_card.render(manifest)
+
+
+def test_the_card_states_the_rule_that_chose_the_decoding_and_the_targets_margin():
+    manifest = json.loads(SHIPPED.read_text())
+    colorizer = manifest["models"]["colorizer"]
+    colorizer["decoding_rule"] = {"report": "results/colorization/r/results.json", "min_colourfulness": 0.8}
+    colorizer["test"].update(psnr=colorizer["test"]["grayscale_baseline"]["psnr"] + 0.6, colourfulness_ratio=0.818)
+    card = model_card.render(manifest)
+    assert ("`results/colorization/r/results.json`, the best PSNR among the decodings keeping at least 80% of the true "
+            "colourfulness") in card
+    assert "colourfulness at least 80% of the truth's: met: PSNR +0.60 dB against the baseline at 81.8% colourfulness." in card
+    colorizer["test"]["colourfulness_ratio"] = 0.75
+    assert "**not met**: PSNR +0.60 dB against the baseline (this half met), colourfulness 75.0% (missed)" in model_card.render(manifest)
