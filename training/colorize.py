@@ -264,7 +264,7 @@ def served_loss(model: Colorizer, x: torch.Tensor, dtype: torch.dtype, min_colou
     plus COLOUR_HINGE_DB times the shortfall of the batch's colourfulness below `min_colourfulness` of the truth's.
 
     Why: the classification loss learns a distribution, and the decoding then trades PSNR for colour along one
-    curve (results/colorization). Fine-tuned on this, the network moves that curve (results/colorization/served)."""
+    curve (results/colorization). Fine-tuned on this, the network moves that curve (results/colorization/served80)."""
     rgb = served_output(model, x, dtype)
     loss = log_mse(rgb, x).mean()
     if min_colourfulness:
