@@ -155,8 +155,6 @@ def diagnostics_markdown(facts: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-
-
 @torch.no_grad()
 def decoding_scan(model, images: np.ndarray, indices: np.ndarray, batch_size: int = 250, as_served: bool = True) -> list[dict]:
     """Score every (temperature, prior correction, saturation) decoding of a classification colorizer, fed
