@@ -25,6 +25,7 @@ import io
 import math
 import os
 import re
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -194,6 +195,8 @@ def main(argv=None) -> int:
     parser.add_argument("--model", default=None, help="autoencoder for /reconstruct and /encode (default: the default one)")
     parser.add_argument("--out", default=None, help="write the results as JSON here")
     args = parser.parse_args(argv)
+    if args.burst_seconds > 0 and shutil.which("wrk") is None:  # say so now, not after minutes of measuring
+        parser.error("the burst needs wrk (Debian: apt-get install wrk); --burst-seconds 0 leaves it out")
 
     port = free_port()
     proc = start_server(Path(args.models).resolve(), port, {})

@@ -31,3 +31,13 @@ def test_photo_size_reports_memory_per_pixel(model_dir, tmp_path):
         # The JSON's RSS figures are rounded to 0.1 MB; the per-pixel figure is not.
         assert abs(row["bytes_per_pixel_above_idle"] - expected) <= 0.1 * 2**20 / pixels + 1
     assert "B/px" in proc.stdout
+
+
+def test_a_burst_without_wrk_is_refused_before_measuring(tmp_path):
+    # PATH without wrk: the script says what is missing at once instead of failing after minutes of measurements.
+    bare = tmp_path / "bin"
+    bare.mkdir()
+    (bare / "python").symlink_to(sys.executable)
+    proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "photo_size.py"), "--models", str(tmp_path), "--out", str(tmp_path / "o.json")],
+                          capture_output=True, text=True, timeout=60, env={"PATH": str(bare)})
+    assert proc.returncode == 2 and "needs wrk" in proc.stderr and not (tmp_path / "o.json").exists()
