@@ -16,25 +16,22 @@ DECODING = ("temperature", "prior_correction", "saturation")
 EARLIER_REPORTS_MIN_COLOURFULNESS = 0.7
 
 
-def decoding_rule(report: Path) -> dict:
-    """How the report chose: its file and the least colourfulness (share of the truth's) a decoding had to keep."""
-    facts = json.loads(report.read_text())
-    return {"report": str(report), "min_colourfulness": facts.get("min_colourfulness", EARLIER_REPORTS_MIN_COLOURFULNESS)}
-
-
-def decoding_from(report: Path, colorizer: str | None) -> dict:
-    """The decoding that `cae color-report` chose for the run `colorizer`, from its results.json."""
+def decoding_from(report: Path, colorizer: str | None) -> tuple[dict, dict]:
+    """The decoding that `cae color-report` chose for the run `colorizer`, from its results.json, and how it chose:
+    the report's file and the least colourfulness (share of the truth's) a decoding had to keep."""
     if colorizer is None:
         raise ValueError("--decoding-from sets the colorizer's decoding; give --colorizer too")
     try:
-        chosen_by_run = {name: t["chosen"] for name, t in json.loads(report.read_text())["temperatures"].items()}
+        facts = json.loads(report.read_text())
+        chosen_by_run = {name: t["chosen"] for name, t in facts["temperatures"].items()}
     except (ValueError, KeyError, TypeError) as e:
         raise ValueError(f"--decoding-from {report}: not a color-report results.json ({e!r})") from None
     name = Path(colorizer).name
     if name not in chosen_by_run:
         raise ValueError(f"--decoding-from {report}: no decoding chosen for run {name!r} "
                          f"(it has {', '.join(sorted(chosen_by_run)) or 'none'}); run `cae color-report --runs {colorizer}`")
-    return {k: v for k, v in chosen_by_run[name].items() if k in DECODING}
+    rule = {"report": str(report), "min_colourfulness": facts.get("min_colourfulness", EARLIER_REPORTS_MIN_COLOURFULNESS)}
+    return {k: v for k, v in chosen_by_run[name].items() if k in DECODING}, rule
 
 
 def cmd_export(args) -> int:
@@ -58,7 +55,7 @@ def cmd_export(args) -> int:
 
     decoding, rule = {}, None
     if args.decoding_from:
-        decoding, rule = decoding_from(Path(args.decoding_from), args.colorizer), decoding_rule(Path(args.decoding_from))
+        decoding, rule = decoding_from(Path(args.decoding_from), args.colorizer)
     for name in DECODING:
         if getattr(args, name) is not None:
             decoding[name] = getattr(args, name)

@@ -152,7 +152,7 @@ def export_autoencoder(candidate: Candidate, out: Path, options: ExportOptions, 
 def export_colorizer(run: Path, out: Path, options: ExportOptions, data: ImageArray | None, decoding: dict | None = None,
                      decoding_rule: dict | None = None) -> dict:
     """The colorizer's graph, parity and test scores; `decoding` (temperature, prior_correction, saturation,
-    any of them) replaces the run's own decoding parameters; `decoding_rule` says how it was chosen (export.cli.decoding_rule)."""
+    any of them) replaces the run's own decoding parameters; `decoding_rule` says how it was chosen (export.cli.decoding_from)."""
     run = Run.load(run)
     if run.kind != "colorization":
         raise ValueError(f"{run.folder} is not a colorizer run (task {run.kind!r})")

@@ -83,6 +83,7 @@ def _train_command(task: str, name: str, model: dict, t: dict) -> str:
     extra = f" --schedule {t['schedule']}" if t.get("schedule", "constant") != "constant" else ""
     extra += f" --augment {t['augment']}" if t.get("augment", "none") != "none" else ""
     extra += f" --fraction {t['fraction']:g}" if t.get("fraction", 1.0) != 1.0 else ""
+    init = f" --init {t['init']}" if t.get("init") else ""  # last: after the options, before epochs and rates
     if task == "colorization":
         network = f" --width {model['width']}" if model.get("width", 32) != 32 else ""
         network += " --global-context" if model.get("global_context") else ""
@@ -91,11 +92,9 @@ def _train_command(task: str, name: str, model: dict, t: dict) -> str:
             network += f" --{flag} {model[key]:g}" if model.get(key, default) != default else ""
         if t.get("loss") == "psnr":  # trained on its output as served
             extra += " --loss psnr" + (f" --min-colourfulness {t['min_colourfulness']:g}" if t.get("min_colourfulness") else "")
-        extra += f" --init {t['init']}" if t.get("init") else ""
-        return (f"cae train-colorizer --encoding {model['encoding']} --arch {model['arch']} --color-loss {model['loss']}{network}{extra} "
+        return (f"cae train-colorizer --encoding {model['encoding']} --arch {model['arch']} --color-loss {model['loss']}{network}{extra}{init} "
                 f"--epochs {t['epochs']} --batch-size {t['batch_size']} --lr {t['lr']:g}")
-    extra += f" --init {t['init']}" if t.get("init") else ""
-    return (f"cae train --model {name} --loss {t['loss']}{extra} --epochs {t['epochs']} "
+    return (f"cae train --model {name} --loss {t['loss']}{extra}{init} --epochs {t['epochs']} "
             f"--batch-size {t['batch_size']} --lr {t['lr']:g}")
 
 

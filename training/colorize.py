@@ -28,7 +28,7 @@ from torch import nn
 
 from training.color import colourfulness, get_encoding, is_grayscale, luma, with_luma
 from training.data import Split
-from training.metrics import image_means, image_sums, with_colourfulness_ratio
+from training.metrics import image_means, image_sums, per_image_mse, with_colourfulness_ratio
 from training.model import ConvAutoencoder, config_from_name
 from training.train import autocast
 
@@ -255,7 +255,7 @@ def served_output(model: Colorizer, x: torch.Tensor, dtype: torch.dtype = torch.
 
 def log_mse(rgb: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
     """(B,) each image's 10 log10 MSE: minus its PSNR, kept finite for near-perfect images."""
-    return 10 * torch.log10((rgb - x).pow(2).flatten(1).mean(1) + LOG_MSE_FLOOR)
+    return 10 * torch.log10(per_image_mse(rgb, x) + LOG_MSE_FLOOR)
 
 
 def served_loss(model: Colorizer, x: torch.Tensor, dtype: torch.dtype, min_colourfulness: float = 0.0) -> torch.Tensor:

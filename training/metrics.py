@@ -17,17 +17,21 @@ from torchmetrics.functional.image import structural_similarity_index_measure
 METRIC_NAMES = ("bce", "mse", "psnr", "ssim")
 
 
+def per_image_mse(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """(B, C, H, W) -> (B,) each image's mean squared error: the one form the metrics and the PSNR losses share."""
+    return (pred - target).pow(2).flatten(1).mean(1)
+
+
 def per_image_psnr(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     """(B, C, H, W) -> (B,) PSNR in dB for data range 1; the mean of these is what papers report."""
-    mse = (pred - target).pow(2).flatten(1).mean(1)
-    return 10 * torch.log10(1 / mse.clamp_min(1e-10))
+    return 10 * torch.log10(1 / per_image_mse(pred, target).clamp_min(1e-10))
 
 
 def image_sums(pred: torch.Tensor, target: torch.Tensor, colour: bool = False) -> dict[str, float]:
     """Sums over the batch of per-image MSE, PSNR and SSIM (and colourfulness of both, for colorizers)."""
     pred, target = pred.float().contiguous(), target.float()
     n = target.shape[0]
-    mse = (pred - target).pow(2).flatten(1).mean(1)
+    mse = per_image_mse(pred, target)
     ssim = structural_similarity_index_measure(pred, target, data_range=1.0, reduction="none")
     sums = {"mse": mse.sum().item(), "psnr": per_image_psnr(pred, target).sum().item(),
             "ssim": ssim.sum().item() if ssim.ndim else ssim.item() * n}

@@ -33,7 +33,7 @@ from training.data import ImageArray, Split, load_images, split_indices
 from training.run import CHECKPOINT, DataFacts, Run, RunState  # noqa: F401 (CHECKPOINT re-exported)
 from training.augment import WeightAverage, augment, epoch_generator
 from training.step import GraphedStep, StepPlan, make_optimizer_for, set_lr
-from training.metrics import METRIC_NAMES, batch_sums
+from training.metrics import METRIC_NAMES, batch_sums, per_image_mse
 from training.model import FIRST_MODEL, MODEL_CONFIGS, build_autoencoder
 
 
@@ -131,8 +131,7 @@ def reconstruction_loss(logits: torch.Tensor, target: torch.Tensor, kind: str) -
         # The score is the mean over images of each one's PSNR, -10 log10(MSE_i): minimising the mean of
         # log MSE_i optimises it directly, where plain MSE lets the hardest images dominate. The floor keeps
         # a perfectly reconstructed (flat) image from driving the loss to -inf.
-        per_image = (torch.sigmoid(logits) - target).square().flatten(1).mean(1)
-        return per_image.clamp_min(1e-8).log().mean()
+        return per_image_mse(torch.sigmoid(logits), target).clamp_min(1e-8).log().mean()
     return F.mse_loss(torch.sigmoid(logits), target)
 
 
