@@ -2,7 +2,8 @@
 # Short pilots that chose the family's recipe: 5 epochs on 20 % of the data (about 1 full-data epoch),
 # cosine schedule, batch 128, lr 2e-3, one thread each, two at a time; then a table of test PSNR
 # (pilots.md). Each line of PILOTS is "<folder name> <model> <extra cae train flags>". Resumable like any
-# run; `pilot.sh report` only rewrites the table from the run folders in $RUNS.
+# run; `pilot.sh report` only rewrites the table from the run folders in $RUNS. TABLE names the table
+# (default pilots.md beside this script); flags in a line override the defaults (e.g. --lr 4e-3).
 set -euo pipefail
 RUNS=${RUNS:-runs/pilot}
 CAE=${CAE:-cae}
@@ -31,7 +32,7 @@ if [[ ${1:-} != report ]]; then
     wait
   done
 fi
-python3 - "$RUNS" "$here/pilots.md" <<'PY'
+python3 - "$RUNS" "${TABLE:-$here/pilots.md}" <<'PY'
 import json, sys
 from pathlib import Path
 runs, out = Path(sys.argv[1]), Path(sys.argv[2])
@@ -39,10 +40,12 @@ rows = []
 for result in sorted(runs.glob("*/result.json")):
     r = json.loads(result.read_text())
     t = r["train"]
-    rows.append((r["latent_size"], r["name"], t["loss"], t.get("ema", 0), t.get("augment", "none"), r["parameters"], r["test"]["psnr"]))
-lines = ["| latent | model | loss | EMA | augment | parameters | test PSNR (dB) |", "|---|---|---|---|---|---|---|"]
-lines += [f"| {z} | {n} | {l} | {e or '-'} | {a} | {p:,} | {s:.2f} |" for z, n, l, e, a, p, s in sorted(rows, key=lambda r: (-r[0], r[1], r[2], r[3], r[4]))]
-text = "Pilots (results/autoencoder/pilot.sh): 5 epochs on 20 % of the training split, cosine, batch 128, lr 2e-3.\n\n" + "\n".join(lines) + "\n"
+    rows.append((r["latent_size"], r["name"], t["loss"], t.get("ema", 0), t.get("augment", "none"), t["lr"], t["batch_size"],
+                 r["parameters"], r["test"]["psnr"]))
+lines = ["| latent | model | loss | EMA | augment | lr | batch | parameters | test PSNR (dB) |", "|---|---|---|---|---|---|---|---|---|"]
+lines += [f"| {z} | {n} | {l} | {e or '-'} | {a} | {lr:g} | {b} | {p:,} | {s:.2f} |"
+          for z, n, l, e, a, lr, b, p, s in sorted(rows, key=lambda r: (-r[0], r[1], r[2], r[3], r[4], r[5], r[6]))]
+text = "Pilots (results/autoencoder/pilot.sh): 5 epochs on 20 % of the training split, cosine.\n\n" + "\n".join(lines) + "\n"
 out.write_text(text)
 print(text)
 PY
