@@ -41,11 +41,11 @@ for result in sorted(runs.glob("*/result.json")):
     r = json.loads(result.read_text())
     t = r["train"]
     rows.append((r["latent_size"], r["name"], t["loss"], t.get("ema", 0), t.get("augment", "none"), t["lr"], t["batch_size"],
-                 r["parameters"], r["test"]["psnr"]))
-lines = ["| latent | model | loss | EMA | augment | lr | batch | parameters | test PSNR (dB) |", "|---|---|---|---|---|---|---|---|---|"]
-lines += [f"| {z} | {n} | {l} | {e or '-'} | {a} | {lr:g} | {b} | {p:,} | {s:.2f} |"
-          for z, n, l, e, a, lr, b, p, s in sorted(rows, key=lambda r: (-r[0], r[1], r[2], r[3], r[4], r[5], r[6]))]
-text = "Pilots (results/autoencoder/pilot.sh): 5 epochs on 20 % of the training split, cosine.\n\n" + "\n".join(lines) + "\n"
+                 r["epochs"], r["parameters"], r["test"]["psnr"]))
+lines = ["| latent | model | loss | EMA | augment | lr | batch | epochs | parameters | test PSNR (dB) |", "|---|---|---|---|---|---|---|---|---|---|"]
+lines += [f"| {z} | {n} | {l} | {e or '-'} | {a} | {lr:g} | {b} | {ep} | {p:,} | {s:.2f} |"
+          for z, n, l, e, a, lr, b, ep, p, s in sorted(rows, key=lambda r: (-r[0],) + r[1:8])]
+text = "Pilots (results/autoencoder/pilot.sh): 20 % of the training split, cosine schedule.\n\n" + "\n".join(lines) + "\n"
 out.write_text(text)
 print(text)
 PY
