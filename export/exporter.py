@@ -27,6 +27,7 @@ from training.colorize import colour_indices, grayscale_baseline
 from training.color import luma
 from training.data import ImageArray
 from training.metrics import image_means
+from training.model import multiply_adds_per_pixel
 from training.run import Run
 
 
@@ -224,11 +225,11 @@ def _reused(reuse: Path | None, replaced: set[str], staging: Path, keep: list[st
         if name in earlier:
             row = earlier[name]
             candidates.append(Candidate(Path(row["run"]), name, row["latent_size"], row["epochs"], row["fraction"],
-                                        row["psnr"], row["pca_psnr"]))
+                                        row["psnr"], row["pca_psnr"], multiply_adds_per_pixel(name)))
             continue
         candidates.append(Candidate(Path(facts.get("checkpoint", {}).get("path", name)), name, facts["latent_size_32x32"],
                                     facts.get("checkpoint", {}).get("epochs", 0), facts.get("data", {}).get("fraction", 1.0),
-                                    facts["test"]["psnr"], facts["test"]["pca_psnr"]))
+                                    facts["test"]["psnr"], facts["test"]["pca_psnr"], multiply_adds_per_pixel(name)))
     return kept, candidates
 
 

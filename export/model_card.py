@@ -130,8 +130,10 @@ def _family_section(manifest: dict) -> list[str]:
              f"the default is **{default}** (`encoder` and `decoder` in V2).", "",
              f"Scored against PCA with as many components as latent values (the linear baseline; fitted on the training split); "
              f"the product's target is PCA + {TARGET_MARGIN_DB} dB.", "",
-             "| autoencoder | latent values (32x32) | latent shape | parameters | epochs | test PSNR (dB) | PCA (dB) | margin (dB) | SSIM | target |",
-             "|---|---|---|---|---|---|---|---|---|---|"]
+             "| autoencoder | latent values (32x32) | latent shape | parameters | multiply-adds per pixel | epochs | test PSNR (dB) | PCA (dB) | margin (dB) | SSIM | target |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
+    # The cost the default rule weighs (export/choose.py), from the selection's rows.
+    cost = {row["name"]: row.get("multiply_adds_per_pixel") for row in (manifest.get("selection") or {}).get("candidates", [])}
     for f in members:
         test, name = f["test"], f["autoencoder"]
         decoder = models.get(f"{name}.decoder", {})
@@ -140,7 +142,7 @@ def _family_section(manifest: dict) -> list[str]:
         margin = test["psnr"] - test["pca_psnr"] if "pca_psnr" in test else None
         verdict = "-" if margin is None else ("met" if margin >= TARGET_MARGIN_DB else f"**missed by {TARGET_MARGIN_DB - margin:.2f} dB**")
         lines.append(f"| {name}{' (default)' if name == default else ''} | {f['latent_size_32x32']} | {shape} | {params:,} | "
-                     f"{f['checkpoint']['epochs']} | {test['psnr']:.2f} | {_fmt(test.get('pca_psnr'))} | "
+                     f"{'-' if cost.get(name) is None else f'{cost[name]:,}'} | {f['checkpoint']['epochs']} | {test['psnr']:.2f} | {_fmt(test.get('pca_psnr'))} | "
                      f"{'-' if margin is None else f'{margin:+.2f}'} | {_fmt(test.get('ssim'), 3)} | {verdict} |")
     lines += ["", "Trained with:", ""]
     for f in members:

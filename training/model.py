@@ -352,6 +352,23 @@ def build_autoencoder(config) -> nn.Module:
     return ResidualAutoencoder(config) if isinstance(config, ResidualAutoencoderConfig) else ConvAutoencoder(config)
 
 
+@functools.lru_cache(maxsize=None)
+def multiply_adds_per_pixel(name: str) -> float:
+    """Multiply-adds per input pixel of encoder and decoder together, as the network runs them: torch's
+    FlopCounterMode at 64x64 less at 32x32, over the pixels added, so that work done once per call (the
+    sub-pixel decoder's kernels, computed from the weights) is not counted; convolutions scale with the pixels."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    model = build_autoencoder(any_config_from_name(name)).eval()
+
+    def multiply_adds(side: int) -> int:
+        with torch.no_grad(), FlopCounterMode(display=False) as counter:
+            model(torch.zeros(1, model.config.in_channels, side, side))
+        return counter.get_total_flops() // 2
+
+    return (multiply_adds(64) - multiply_adds(32)) / (64 * 64 - 32 * 32)
+
+
 def autoencoder_config_from_dict(values: dict):
     """A model config from its fields, for checkpoints that did not record its type (training.run.Run reads
     the type when it is there): residual configs are told apart by their `width` field."""

@@ -10,12 +10,13 @@ import onnxruntime as ort
 import pytest
 import torch
 
-from export.choose import Candidate, choose
+from export.choose import MAX_DEFAULT_MULTIPLY_ADDS, Candidate, choose
 from cae.manifest import MANIFEST, ManifestError, read_manifest
 from export.exporter import ExportOptions, export_models, verify
 from export.onnx_export import ParityError, parity, read_metadata
 from export import graphs
 from training.color import luma
+from training.model import multiply_adds_per_pixel
 from training.run import Run
 from training.train import CHECKPOINT, load_checkpoint, model_from_checkpoint
 
@@ -222,15 +223,32 @@ def test_exported_metrics_match_pytorch_on_the_test_split(exported_models, tiny_
         assert exported == pytest.approx(ckpt["state"]["test"]["psnr"], abs=1e-3)
 
 
-def test_the_rule_picks_the_largest_margin_over_pca_within_the_latent_limit():
-    def c(name, latent, psnr, pca):
-        return Candidate(run=name, name=name, latent_size=latent, epochs=1, fraction=1.0, psnr=psnr, pca_psnr=pca)
+def test_the_rule_picks_the_largest_margin_over_pca_within_the_latent_and_cost_limits():
+    def c(name, latent, psnr, pca, cost=40_000):
+        return Candidate(run=name, name=name, latent_size=latent, epochs=1, fraction=1.0, psnr=psnr, pca_psnr=pca,
+                         multiply_adds=cost)
 
     cands = [c("a", 64, 22.0, 21.4), c("b", 128, 24.5, 23.7), c("c", 2048, 40.0, 30.0), c("d", 32, 20.0, 20.0)]
     assert choose(cands).name == "b"  # +0.8 beats +0.6; c is over the latent limit
     assert choose([c("x", 64, 21.0, 21.4), c("y", 32, 19.0, 19.2)]).name == "y"  # all below PCA: the smallest gap
-    with pytest.raises(ValueError, match="at most 1024"):
+    # A wide member with the best margin is served by name but is too slow on photos to be the default.
+    assert choose(cands + [c("wide", 128, 26.0, 23.7, cost=MAX_DEFAULT_MULTIPLY_ADDS + 1)]).name == "b"
+    with pytest.raises(ValueError, match="at most 1024 values"):
         choose([c("c", 2048, 40.0, 30.0)])
+    with pytest.raises(ValueError, match="--default"):
+        choose([c("wide", 128, 26.0, 23.7, cost=400_000)])
+
+
+def test_multiply_adds_count_what_the_network_runs_per_pixel():
+    # The study's first model, by hand: 3x3 convolutions 3->8 at full resolution, 8->12 at 1/4 of the pixels,
+    # 12->16 at 1/16, then 16->12 at 1/4 and 12->3 at full resolution (the sub-pixel decoder computes them at
+    # the lower resolution with 4x the output channels: the same count). The sub-pixel kernels, computed
+    # once per call from the weights, are not per-pixel work and must not be counted.
+    by_hand = 9 * (3 * 8 + 8 * 12 / 4 + 12 * 16 / 16 + 16 * 12 / 4 + 12 * 3)
+    assert multiply_adds_per_pixel("cae_l5_ch2_k3_s2") == pytest.approx(by_hand)
+    small, wide = multiply_adds_per_pixel("rae_w16_d2_z2_b1"), multiply_adds_per_pixel("rae_w64_d2_z2_b1")
+    assert small < MAX_DEFAULT_MULTIPLY_ADDS < multiply_adds_per_pixel("rae_w64_d1_z2_b1")
+    assert 15 < wide / small < 16.1  # 4x the width: 16x the convolutions' work, less the fixed 3-channel ends
 
 
 def test_parity_failure_is_loud(exported_models, tiny_runs):
