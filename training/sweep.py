@@ -20,7 +20,7 @@ import csv
 import json
 import os
 from concurrent.futures import ProcessPoolExecutor, as_completed
-from dataclasses import asdict
+from dataclasses import MISSING, asdict, fields
 from multiprocessing import get_context
 from pathlib import Path
 
@@ -38,8 +38,13 @@ NEUTRAL_SETTINGS = {"device", "eval_batch_size"}
 
 
 def _settings_key(config: TrainConfig | dict) -> dict:
-    d = asdict(config) if isinstance(config, TrainConfig) else dict(config)
+    # A stored row written before a setting existed was trained with that setting's default (the runs
+    # themselves resume the same way: TrainConfig fills in what a checkpoint lacks).
+    d = asdict(config) if isinstance(config, TrainConfig) else {**_SETTING_DEFAULTS, **config}
     return {k: v for k, v in d.items() if k not in NEUTRAL_SETTINGS}
+
+
+_SETTING_DEFAULTS = {f.name: f.default for f in fields(TrainConfig) if f.default is not MISSING}
 
 
 def read_results(out: Path) -> list[dict]:

@@ -66,6 +66,23 @@ def test_a_killed_sweep_resumes_and_never_reruns_a_finished_trial(tmp_path, monk
     assert calls == []
 
 
+def test_a_store_from_before_a_setting_existed_still_counts(tmp_path, monkeypatch):
+    # Rows written by an older version lack settings added since (here `init` and `min_colourfulness`),
+    # which those trials ran at their defaults: a resumed sweep must not train them again.
+    sweep(CONFIGS[:1], QUICK, out=tmp_path, progress=False)
+    rows = read_results(tmp_path)
+    for row in rows:
+        del row["train"]["init"], row["train"]["min_colourfulness"]
+    (tmp_path / "results.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    calls = []
+    monkeypatch.setattr(sweep_module, "train", lambda model_config, *a, **k: calls.append(model_config.name))
+    assert [r["name"] for r in sweep(CONFIGS[:1], QUICK, out=tmp_path, progress=False)] == [NAMES[0]]
+    assert calls == []
+    # A setting that differs from the default still makes it another trial.
+    other = TrainConfig(**{**QUICK.__dict__, "min_colourfulness": 0.5})
+    assert sweep_module._settings_key(other) != sweep_module._settings_key(rows[0]["train"])
+
+
 def test_other_settings_do_not_count_as_finished(tmp_path):
     sweep(CONFIGS[:1], QUICK, out=tmp_path, progress=False)
     other = TrainConfig(**{**QUICK.__dict__, "lr": 0.01})
