@@ -147,9 +147,16 @@ def cmd_sweep(args) -> int:
                     address=args.address, cpus_per_trial=args.cpus_per_trial, gpus_per_trial=args.gpus_per_trial)
     print(f"{len(results)}/{len(configs)} trials finished; table: {Path(args.out) / 'results.md'}")
     if not args.no_figures and results:
-        sweep_figures(Path(args.out), results)
-        print(f"figures: {Path(args.out) / 'fig2_latent_size.png'}, {Path(args.out) / 'fig3_reconstructions.png'}")
+        _report_figures(Path(args.out), sweep_figures(Path(args.out), results))
     return 0
+
+
+def _report_figures(out: Path, figures: dict) -> None:
+    if figures["fig3_missing"]:
+        print(f"figure: {out / 'fig2_latent_size.png'}; Fig. 3 not drawn: no weights here for "
+              f"{', '.join(figures['fig3_missing'])} (their trials ran elsewhere; {out / 'trials'} lacks them)")
+    else:
+        print(f"figures: {out / 'fig2_latent_size.png'}, {out / 'fig3_reconstructions.png'}")
 
 
 def cmd_lr_scan(args) -> int:
@@ -205,8 +212,7 @@ def cmd_figures(args) -> int:
     results = read_results(Path(args.sweep))
     if not results:
         raise ValueError(f"{args.sweep}: no finished trials (results.jsonl)")
-    sweep_figures(Path(args.sweep), results)
-    print(f"figures written to {args.sweep}")
+    _report_figures(Path(args.sweep), sweep_figures(Path(args.sweep), results))
     return 0
 
 

@@ -21,7 +21,7 @@ import torch  # noqa: E402
 from training.data import load_images  # noqa: E402
 from training.model import FIRST_MODEL  # noqa: E402
 from training.pca import PCA  # noqa: E402
-from training.run import DataFacts, Run  # noqa: E402
+from training.run import CHECKPOINT, DataFacts, Run  # noqa: E402
 
 
 def _smooth(values: np.ndarray, window: int) -> np.ndarray:
@@ -88,7 +88,9 @@ def figure_latent_size(results: list[dict], pca_rows: list[dict], path: Path, fa
     handles = [plt.Line2D([], [], ls="", marker="o", color=c, label=f"channel factor {f}") for f, c in colours.items()]
     handles += [plt.Line2D([], [], ls="", marker=mk, color="gray", label=f"{'3' if fl else '5'} convs, kernel {k}")
                 for (fl, k), mk in markers.items()]
-    handles += [plt.Line2D([], [], ls="--", color="k", label="PCA (the sweep's 10 % split)")]
+    fractions = {r["train"]["fraction"] for r in results}
+    share = "full" if fractions == {1.0} else " / ".join(f"{f:.0%}" for f in sorted(fractions))
+    handles += [plt.Line2D([], [], ls="--", color="k", label=f"PCA (the sweep's {share} split)")]
     top = max(r["test"]["psnr"] for r in results) + 8
     if family:
         ax = axes[1]
@@ -165,6 +167,9 @@ def sweep_figures(out: Path, results: list[dict]) -> dict:
     figure_latent_size(results, pca_rows, out / "fig2_latent_size.png")
     ranked = sorted(results, key=lambda r: r["test"]["bce"])
     picks = {"first": FIRST_MODEL.name, "worst": ranked[-1]["name"], "best": ranked[0]["name"]}
-    if any(r["name"] == FIRST_MODEL.name for r in results):
+    # Fig. 3 needs the picked trials' weights; a sweep resumed from another machine's store (e.g. trials
+    # trained on a GPU, only their results.jsonl lines brought back) may not have them here.
+    missing = sorted({name for name in picks.values() if not (out / "trials" / name / CHECKPOINT).exists()})
+    if any(r["name"] == FIRST_MODEL.name for r in results) and not missing:
         figure_reconstructions({k: out / "trials" / name for k, name in picks.items()}, out / "fig3_reconstructions.png")
-    return {"pca": pca_rows, "picks": picks}
+    return {"pca": pca_rows, "picks": picks, "fig3_missing": missing}

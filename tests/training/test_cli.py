@@ -42,6 +42,23 @@ def test_sweep_and_figures_dry_run(tmp_path, capsys):
     assert [(p["name"], p["latent_size"], p["default"]) for p in points] == [("tiny_autoencoder", 512, True), ("tiny_fine", 1024, False)]
 
 
+def test_figures_of_a_sweep_whose_trials_ran_elsewhere(tmp_path, capsys):
+    # A store brought back from another machine has results.jsonl lines but no trial weights: Fig. 2 and
+    # pca.json are still drawn from the lines, and Fig. 3 is skipped with the reason instead of an error.
+    import shutil
+
+    args = ["sweep", "--dry-run", "--quiet", "--out", str(tmp_path), "--only", "cae_l5_ch2_k3_s2", "cae_l5_ch1_k3_s4"]
+    assert main(args) == 0
+    shutil.rmtree(tmp_path / "trials" / "cae_l5_ch2_k3_s2")
+    for name in ("fig2_latent_size.png", "fig3_reconstructions.png", "pca.json"):
+        (tmp_path / name).unlink()
+    capsys.readouterr()
+    assert main(["figures", "--sweep", str(tmp_path)]) == 0
+    assert "Fig. 3 not drawn: no weights here for cae_l5_ch2_k3_s2" in capsys.readouterr().out
+    assert (tmp_path / "fig2_latent_size.png").exists() and (tmp_path / "pca.json").exists()
+    assert not (tmp_path / "fig3_reconstructions.png").exists()
+
+
 def test_lr_scan_dry_run(tmp_path):
     assert main(["lr-scan", "--dry-run", "--quiet", "--lrs", "0.001", "0.01", "--out", str(tmp_path)]) == 0
     with Image.open(tmp_path / "fig1_learning_rates.png") as im:
