@@ -6,7 +6,7 @@
 #
 #   here:    mkdir -p data && cp ../shared/datasets/cifar10-jpeg/train.tar.gz data/
 #   device:  run(command="scripts/gpu_session.sh", carry=["data"], timeout_s=570)
-#   here:    tar -xf <files_at>/train_bench.tar -C /tmp/bench && tar -xzf /tmp/bench/sweep_full.tar.gz (results/sweep_full)
+#   here:    tar -xf <files_at>/train_bench.tar -C /tmp/bench && tar -xzf /tmp/bench/sweep_full.tar.gz (runs/sweep_full_gpu)
 #            then the run tars as in scripts/gpu_family.sh
 #
 # MEMBERS, LOSS, EPOCHS, COLORIZER_EPOCHS go to gpu_family.sh (the family recipe); SKIP_BENCH=1 trains only.
@@ -20,7 +20,7 @@ started=$(date +%s)
 if [[ ${SKIP_BENCH:-0} != 1 ]]; then
   bench=$(mktemp -d)
   OUT=$bench timeout "$BENCH_S" scripts/gpu_train_bench.sh
-  [[ -f $bench/sweep_full.tar.gz ]] || tar czf "$bench/sweep_full.tar.gz" --exclude=trials "${SWEEP:-results/sweep_full}" 2>/dev/null
+  [[ -f $bench/sweep_full.tar.gz ]] || tar czf "$bench/sweep_full.tar.gz" --exclude=trials "${SWEEP:-runs/sweep_full_gpu}" 2>/dev/null
   tar -cf "$OUT/train_bench.tar" -C "$bench" .
 fi
 left=$(( TOTAL_S - ($(date +%s) - started) - 40 ))  # 40 s to tar the runs

@@ -2,9 +2,11 @@
 # The GPU training issue's figures in one device call (see the `device` notes in README "GPU"):
 #   1. benchmarks/gpu_train.py: the project's step against the plain loops and the notebook loop;
 #   2. the study's 36-model sweep at its settings (batch 32, Adam 1e-3, 10 epochs) on the full training
-#      split, WORKERS trials at once on the one GPU, timed, into results/sweep_full with Fig. 2 and Fig. 3.
+#      split, WORKERS trials at once on the one GPU, timed, into SWEEP (default runs/sweep_full_gpu: a fresh
+#      folder, since results/sweep_full is complete and a resumed sweep times only what it still trains;
+#      copy it over results/sweep_full to ship an all-GPU table) with Fig. 2 and Fig. 3.
 # Everything comes back in $OUT: the benchmark's JSON and log, and the sweep folder as a tar (no
-# checkpoints). The sweep resumes: a call cut short keeps its finished trials in results/sweep_full on
+# checkpoints). The sweep resumes: a call cut short keeps its finished trials in SWEEP on
 # the machine while it stays warm, and the tar holds what finished.
 #
 #   run: DATA=data/train.tar.gz scripts/gpu_train_bench.sh       (carry ["data"])
@@ -18,7 +20,7 @@ DATA=${DATA:-data/train.tar.gz}
 WORKERS=${WORKERS:-6}
 IMAGES=${IMAGES:-40000}
 ROUNDS=${ROUNDS:-3}
-SWEEP=${SWEEP:-results/sweep_full}
+SWEEP=${SWEEP:-runs/sweep_full_gpu}
 OUT=${OUT:?set OUT to a folder for the results}
 mkdir -p "$OUT"
 # Trials in separate processes time-slice the GPU unless the CUDA MPS daemon lets their kernels run side
