@@ -34,4 +34,4 @@ for run in "${present[@]}"; do
   mkdir -p "$here/$(basename "$run")"
   cp "$run/result.json" "$run/metrics.csv" "$run/loss_curve.png" "$here/$(basename "$run")/"
 done
-cae figures --sweep results/sweep --family models
+for sweep in results/sweep results/sweep_full; do cae figures --sweep "$sweep" --family models; done
