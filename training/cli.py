@@ -152,9 +152,8 @@ def cmd_sweep(args) -> int:
 
 
 def _report_figures(out: Path, figures: dict) -> None:
-    if figures["fig3_missing"]:
-        print(f"figure: {out / 'fig2_latent_size.png'}; Fig. 3 not drawn: no weights here for "
-              f"{', '.join(figures['fig3_missing'])} (their trials ran elsewhere; {out / 'trials'} lacks them)")
+    if figures["fig3_skipped"]:
+        print(f"figure: {out / 'fig2_latent_size.png'}; Fig. 3 not drawn: {figures['fig3_skipped']}")
     else:
         print(f"figures: {out / 'fig2_latent_size.png'}, {out / 'fig3_reconstructions.png'}")
 

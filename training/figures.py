@@ -170,6 +170,11 @@ def sweep_figures(out: Path, results: list[dict]) -> dict:
     # Fig. 3 needs the picked trials' weights; a sweep resumed from another machine's store (e.g. trials
     # trained on a GPU, only their results.jsonl lines brought back) may not have them here.
     missing = sorted({name for name in picks.values() if not (out / "trials" / name / CHECKPOINT).exists()})
-    if any(r["name"] == FIRST_MODEL.name for r in results) and not missing:
+    if not any(r["name"] == FIRST_MODEL.name for r in results):
+        fig3_skipped = f"the first model ({FIRST_MODEL.name}) is not in this sweep"
+    elif missing:
+        fig3_skipped = f"no weights here for {', '.join(missing)} (their trials ran elsewhere; {out / 'trials'} lacks them)"
+    else:
+        fig3_skipped = None
         figure_reconstructions({k: out / "trials" / name for k, name in picks.items()}, out / "fig3_reconstructions.png")
-    return {"pca": pca_rows, "picks": picks, "fig3_missing": missing}
+    return {"pca": pca_rows, "picks": picks, "fig3_skipped": fig3_skipped}

@@ -57,6 +57,9 @@ def test_figures_of_a_sweep_whose_trials_ran_elsewhere(tmp_path, capsys):
     assert "Fig. 3 not drawn: no weights here for cae_l5_ch2_k3_s2" in capsys.readouterr().out
     assert (tmp_path / "fig2_latent_size.png").exists() and (tmp_path / "pca.json").exists()
     assert not (tmp_path / "fig3_reconstructions.png").exists()
+    # A sweep without the first model has no Fig. 3 to draw, and says so.
+    assert main(["sweep", "--dry-run", "--quiet", "--out", str(tmp_path / "other"), "--only", "cae_l5_ch1_k3_s4"]) == 0
+    assert "Fig. 3 not drawn: the first model (cae_l5_ch2_k3_s2) is not in this sweep" in capsys.readouterr().out
 
 
 def test_lr_scan_dry_run(tmp_path):
