@@ -63,7 +63,7 @@ def _model_config(kind: str, model_type: str | None, values: dict):
     return {c.__name__: c for c in MODEL_CONFIGS}[model_type](**values)
 
 
-def _known(cls, values: dict) -> dict:
+def known_fields(cls, values: dict) -> dict:
     # A field added since the checkpoint was written takes its default; one removed since is dropped.
     names = {f.name for f in fields(cls)}
     return {k: v for k, v in values.items() if k in names}
@@ -105,8 +105,8 @@ class Run:
             raise ValueError(f"{path}: unknown run kind {kind!r}")
         return cls(path=Path(path), kind=kind, name=ckpt["name"],
                    model_config=_model_config(kind, ckpt.get("model_type"), ckpt["model_config"]),
-                   train_config=TrainConfig(**_known(TrainConfig, ckpt["train_config"])),
-                   state=RunState(**_known(RunState, ckpt["state"])), data=DataFacts(**ckpt["data"]),
+                   train_config=TrainConfig(**known_fields(TrainConfig, ckpt["train_config"])),
+                   state=RunState(**known_fields(RunState, ckpt["state"])), data=DataFacts(**ckpt["data"]),
                    weights=ckpt["model"], optimizer=ckpt.get("optimizer"), train_weights=ckpt.get("train_model"))
 
     def to_dict(self) -> dict:

@@ -20,7 +20,7 @@ import csv
 import json
 import os
 from concurrent.futures import ProcessPoolExecutor, as_completed
-from dataclasses import MISSING, asdict, fields
+from dataclasses import asdict
 from multiprocessing import get_context
 from pathlib import Path
 
@@ -29,6 +29,7 @@ from tqdm.auto import tqdm
 from training.data import load_images
 from training.model import AutoencoderConfig, sweep_configs
 from training.config import SWEEP_DEFAULTS, TrainConfig
+from training.run import known_fields
 from training.train import train
 
 TABLE_COLUMNS = ["name", "fewer_layers", "channel_factor", "kernel_size", "compression", "latent_size", "parameters",
@@ -38,13 +39,11 @@ NEUTRAL_SETTINGS = {"device", "eval_batch_size"}
 
 
 def _settings_key(config: TrainConfig | dict) -> dict:
-    # A stored row written before a setting existed was trained with that setting's default (the runs
-    # themselves resume the same way: TrainConfig fills in what a checkpoint lacks).
-    d = asdict(config) if isinstance(config, TrainConfig) else {**_SETTING_DEFAULTS, **config}
-    return {k: v for k, v in d.items() if k not in NEUTRAL_SETTINGS}
-
-
-_SETTING_DEFAULTS = {f.name: f.default for f in fields(TrainConfig) if f.default is not MISSING}
+    # A stored row is read as a checkpoint's settings are (training.run.known_fields): a setting added since
+    # it was written takes its default, which that trial ran with; one removed since is dropped.
+    if not isinstance(config, TrainConfig):
+        config = TrainConfig(**known_fields(TrainConfig, config))
+    return {k: v for k, v in asdict(config).items() if k not in NEUTRAL_SETTINGS}
 
 
 def read_results(out: Path) -> list[dict]:
