@@ -1,5 +1,6 @@
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -45,8 +46,6 @@ def test_sweep_and_figures_dry_run(tmp_path, capsys):
 def test_figures_of_a_sweep_whose_trials_ran_elsewhere(tmp_path, capsys):
     # A store brought back from another machine has results.jsonl lines but no trial weights: Fig. 2 and
     # pca.json are still drawn from the lines, and Fig. 3 is skipped with the reason instead of an error.
-    import shutil
-
     args = ["sweep", "--dry-run", "--quiet", "--out", str(tmp_path), "--only", "cae_l5_ch2_k3_s2", "cae_l5_ch1_k3_s4"]
     assert main(args) == 0
     shutil.rmtree(tmp_path / "trials" / "cae_l5_ch2_k3_s2")
