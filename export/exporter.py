@@ -132,8 +132,13 @@ def export_autoencoder(candidate: Candidate, out: Path, options: ExportOptions, 
         latent_cases["random_4x4_latents"] = torch.randn(2, latent_channels, 4, 4, generator=g) * scale
     enc_path, dec_path = out / model_file(run.name, "encoder"), out / model_file(run.name, "decoder")
     enc_path.parent.mkdir(parents=True, exist_ok=True)
-    enc_parity = _export_one(enc_graph, graphs.encoder_spec(latent_channels), image_cases["random_32x32"], stride, enc_path, options, image_cases)
-    dec_parity = _export_one(dec_graph, graphs.decoder_spec(latent_channels), latent_cases["encoded_real_32x32"], stride, dec_path, options, latent_cases)
+    enc_example, dec_example = image_cases["random_32x32"], latent_cases["encoded_real_32x32"]
+    if 32 // stride < 2:  # torch.export would fix a latent grid of one unit to that size: export from a larger one
+        enc_example = next(v for k, v in image_cases.items() if k.startswith("random") and min(v.shape[2:]) >= 2 * stride)
+        with torch.no_grad():
+            dec_example = enc_graph(enc_example)
+    enc_parity = _export_one(enc_graph, graphs.encoder_spec(latent_channels), enc_example, stride, enc_path, options, image_cases)
+    dec_parity = _export_one(dec_graph, graphs.decoder_spec(latent_channels), dec_example, stride, dec_path, options, latent_cases)
 
     test = _as_float(data.images[split.test])
     metrics = score_autoencoder(enc_path, dec_path, test, options.eval_batch_size)

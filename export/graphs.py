@@ -68,7 +68,7 @@ class DecoderGraph(nn.Module):
         self.autoencoder, self.form = autoencoder, form
 
     def forward(self, latent: torch.Tensor) -> torch.Tensor:
-        if self.form == "sub-pixel":
+        if self.form == "sub-pixel" or not self.autoencoder.output_is_logits:
             return self.autoencoder.decode(latent)
         return torch.sigmoid(self.autoencoder.decoder(latent))
 

@@ -34,7 +34,7 @@ from training.run import CHECKPOINT, DataFacts, Run, RunState  # noqa: F401 (CHE
 from training.augment import WeightAverage, augment, epoch_generator
 from training.step import GraphedStep, StepPlan, make_optimizer_for, set_lr
 from training.metrics import METRIC_NAMES, batch_sums, per_image_mse
-from training.model import FIRST_MODEL, MODEL_CONFIGS, build_autoencoder
+from training.model import FIRST_MODEL, MODEL_CONFIGS, PCAAutoencoderConfig, build_autoencoder
 
 
 
@@ -123,16 +123,20 @@ def evaluate(task, model: torch.nn.Module, images: torch.Tensor, indices: np.nda
     return task.finish({k: v / max(1, len(indices)) for k, v in sums.items()})
 
 
-def reconstruction_loss(logits: torch.Tensor, target: torch.Tensor, kind: str) -> torch.Tensor:
-    logits = logits.float()
+def reconstruction_loss(output: torch.Tensor, target: torch.Tensor, kind: str, logits: bool = True) -> torch.Tensor:
+    """`output` is logits (a sigmoid makes the image), or the image itself where `logits` is False (BCE needs logits)."""
+    output = output.float()
     if kind == "bce":
-        return F.binary_cross_entropy_with_logits(logits, target)
+        if not logits:
+            raise ValueError("BCE needs a model that outputs logits")
+        return F.binary_cross_entropy_with_logits(output, target)
+    image = torch.sigmoid(output) if logits else output
     if kind == "psnr":
         # The score is the mean over images of each one's PSNR, -10 log10(MSE_i): minimising the mean of
         # log MSE_i optimises it directly, where plain MSE lets the hardest images dominate. The floor keeps
         # a perfectly reconstructed (flat) image from driving the loss to -inf.
-        return per_image_mse(torch.sigmoid(logits), target).clamp_min(1e-8).log().mean()
-    return F.mse_loss(torch.sigmoid(logits), target)
+        return per_image_mse(image, target).clamp_min(1e-8).log().mean()
+    return F.mse_loss(image, target)
 
 
 def autocast(device: torch.device, dtype: torch.dtype):
@@ -159,12 +163,15 @@ class ReconstructionTask:
         model = build_autoencoder(self.config)
         if weights is not None:
             model.load_state_dict(weights)
+        elif hasattr(model, "fit_pca"):
+            model.fit_pca(images[train_indices])
         return model
 
     def loss(self, model: torch.nn.Module, x: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
         with autocast(x.device, dtype):
-            logits = model.decode_logits(model.encode(x))
-        return reconstruction_loss(logits, x, self.loss_kind)
+            z = model.encode(x)
+            output = model.decode_logits(z) if model.output_is_logits else model.decode(z)
+        return reconstruction_loss(output, x, self.loss_kind, logits=model.output_is_logits)
 
     def batch_sums(self, model: torch.nn.Module, x: torch.Tensor) -> dict[str, float]:
         return batch_sums(model.decode_logits(model.encode(x)), x)
@@ -185,6 +192,8 @@ def make_task(model_config, config: TrainConfig):
     if task_kind(model_config) == "reconstruction":
         if config.min_colourfulness:
             raise ValueError("min_colourfulness is for colorizers; an autoencoder has no colourfulness to keep")
+        if config.loss == "bce" and isinstance(model_config, PCAAutoencoderConfig):
+            raise ValueError(f"{model_config.name} outputs pixels, not logits: train it with loss psnr or mse, not bce")
         return ReconstructionTask(model_config, config.loss)
     from training.colorize import ColorizationTask
 

@@ -16,7 +16,7 @@
 # THREADS=1 (the default) runs two members side by side on a 2-core machine; on a GPU set PAIRS=4
 # (scripts/gpu_family.sh). Extra arguments go to every `cae train` (e.g. --device cuda, --data FILE).
 # CAE="python -m cae" runs it where the package is not installed; RUNS sets where the run folders go;
-# MEMBERS="name ..." trains other shapes with the same recipe (LOSS=psnr changes its loss).
+# MEMBERS="name ..." trains other shapes with the same recipe (LOSS=psnr changes its loss, BATCH its batch size).
 set -euo pipefail
 EPOCHS=${EPOCHS:-40}
 PAIRS=${PAIRS:-2}
@@ -26,7 +26,7 @@ export OMP_NUM_THREADS=${THREADS:-1}
 read -r -a members <<< "${MEMBERS:-rae_w16_d2_z2_b1 rae_w16_d1_z2_b1 rae_w16_d2_z1_b1 rae_w16_d1_z1_b1}"
 for ((i = 0; i < ${#members[@]}; i += PAIRS)); do
   for model in "${members[@]:i:PAIRS}"; do
-    $CAE train --model "$model" --loss "${LOSS:-mse}" --schedule cosine --epochs "$EPOCHS" --batch-size 128 --lr 2e-3 \
+    $CAE train --model "$model" --loss "${LOSS:-mse}" --schedule cosine --epochs "$EPOCHS" --batch-size "${BATCH:-128}" --lr 2e-3 \
       --out "$RUNS/$model" --quiet "$@" &
   done
   wait

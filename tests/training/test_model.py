@@ -169,3 +169,64 @@ def test_bad_residual_names_are_rejected(name):
 def test_residual_stride_is_enforced():
     with pytest.raises(ValueError, match="multiple of the model's stride 8"):
         ResidualAutoencoderConfig().latent_shape(36, 32)
+
+
+# The autoencoder that starts as PCA.
+from training.model import PCAAutoencoder, PCAAutoencoderConfig, multiply_adds_per_pixel, pca_config_from_name  # noqa: E402
+
+
+def _pca_reconstruction(train: torch.Tensor, test: torch.Tensor, k: int) -> torch.Tensor:
+    """PCA at k components of each 32x32 image, centred per channel, by SVD (the model fits by eigh)."""
+    mean = train.double().mean((0, 2, 3)).view(1, -1, 1, 1)
+    _, _, axes = torch.linalg.svd((train.double() - mean).flatten(1), full_matrices=False)
+    coords = (test.double() - mean).flatten(1) @ axes[:k].T
+    return (coords @ axes[:k]).view_as(test) + mean
+
+
+@pytest.mark.parametrize("config", [PCAAutoencoderConfig(), PCAAutoencoderConfig(components=5, width=4, levels=2, tile=8)], ids=lambda c: c.name)
+def test_pca_autoencoder_shapes_and_names(config):
+    assert pca_config_from_name(config.name) == any_config_from_name(config.name) == config
+    model = build_autoencoder(config).eval()
+    assert isinstance(model, PCAAutoencoder)
+    h, w = 2 * config.tile, 3 * config.tile
+    model.fit_pca(torch.randint(0, 256, (200, 3, h, w), dtype=torch.uint8).numpy())
+    z = model.encode(torch.rand(2, 3, h, w))
+    assert z.shape == (2, *config.latent_shape(h, w)) == (2, config.components, 2, 3)
+    y = model.decode(torch.randn_like(z) * 100)
+    assert y.shape == (2, 3, h, w) and y.min() == 0 and y.max() == 1  # clamped to the image range when served
+
+
+def test_an_untrained_pca_autoencoder_is_pca():
+    torch.manual_seed(0)
+    # Images with 6 strong directions and a little noise, so the top axes are well separated.
+    basis, train_codes = torch.randn(6, 3 * 8 * 8), torch.randn(300, 6) * torch.linspace(3, 1, 6)
+    make = lambda codes: (0.5 + 0.04 * (codes @ basis + 0.1 * torch.randn(len(codes), 3 * 8 * 8))).clamp(0, 1).view(-1, 3, 8, 8)  # noqa: E731
+    train, test = make(train_codes), make(torch.randn(20, 6))
+    model = PCAAutoencoder(PCAAutoencoderConfig(components=4, width=4, levels=2, tile=8)).eval()
+    model.fit_pca((train * 255).round().to(torch.uint8).numpy())
+    quantised = (train * 255).round() / 255  # what fit_pca saw
+    torch.testing.assert_close(model(test).double(), _pca_reconstruction(quantised, test, 4).clamp(0, 1), atol=2e-5, rtol=0)
+
+
+def test_the_refiner_starts_at_zero_and_the_projections_stay_float32_under_autocast():
+    model = PCAAutoencoder(PCAAutoencoderConfig(components=4, width=4, levels=2, tile=8))
+    model.fit_pca(torch.randint(0, 256, (50, 3, 16, 16), dtype=torch.uint8).numpy())
+    x = torch.rand(3, 3, 16, 16)
+    torch.testing.assert_close(model.decoder(model.encode(x)), model.decoder.project_back(model.encode(x)), atol=0, rtol=0)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert model.encode(x).dtype == model.decoder.project_back(model.encode(x)).dtype == torch.float32
+    model.train()
+    assert model.decode(torch.randn(1, 4, 2, 2) * 100).abs().max() > 1, "no clamp in training: it would stop the gradient"
+
+
+def test_a_pca_autoencoder_costs_less_than_the_default_limit():
+    # Projections (2 x 3,072 x 128 per 1,024 pixels) and the refiner: within export.choose's default limit.
+    from export.choose import MAX_DEFAULT_MULTIPLY_ADDS
+
+    assert 768 < multiply_adds_per_pixel("pae_k128_w16_l3") < MAX_DEFAULT_MULTIPLY_ADDS
+
+
+@pytest.mark.parametrize("name", ["pae_k128_w16", "pae_k0_w16_l3", "pae_k128_w16_l3_t30", "pae_k128_w16_l7", "pae_k4000_w16_l3"])
+def test_bad_pca_names_are_rejected(name):
+    with pytest.raises(ValueError):
+        any_config_from_name(name)

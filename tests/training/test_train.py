@@ -247,3 +247,20 @@ def test_min_colourfulness_is_a_colorizer_setting(tmp_path):
         TrainConfig(min_colourfulness=-0.1)
     with pytest.raises(ValueError, match="for colorizers"):
         train(TINY_MODEL, TrainConfig(**{**SMALL.__dict__, "min_colourfulness": 0.8}), out=tmp_path, progress=False)
+
+
+def test_a_pca_autoencoder_trains_from_pca_and_resumes(tmp_path, monkeypatch):
+    from training.model import PCAAutoencoderConfig
+
+    model = PCAAutoencoderConfig(components=16, width=4, levels=2, tile=16)
+    config = TrainConfig(data="fake:400", epochs=3, batch_size=16, lr=3e-3, precision="fp32", schedule="cosine", loss="psnr")
+    start = train(model, TrainConfig(**{**config.__dict__, "epochs": 1, "lr": 1e-12}), out=tmp_path / "pca", progress=False)
+    straight, resumed = straight_and_resumed(model, config, tmp_path, monkeypatch)
+    assert resumed["test"] == pytest.approx(straight["test"], rel=1e-6)
+    # The fake images are 8x8-pixel blocks plus noise: PCA at 16 components keeps all the signal of a 16x16 tile,
+    # so training has little to win here (results/autoencoder has what it wins on photos); it must not lose it.
+    assert straight["test"]["psnr"] > start["test"]["psnr"] - 0.05
+    trained = load_checkpoint(tmp_path / "straight" / CHECKPOINT)["model"]
+    assert trained["decoder.refiner.last.weight"].abs().max() > 0 and trained["encoder.change"].abs().max() > 0
+    with pytest.raises(ValueError, match="outputs pixels, not logits"):
+        train(model, TrainConfig(data="fake:400", epochs=1, loss="bce"), out=tmp_path / "bce", progress=False)
