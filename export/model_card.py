@@ -125,7 +125,7 @@ def _family_section(manifest: dict) -> list[str]:
     default = manifest.get("default_autoencoder")
     members.sort(key=lambda f: f["latent_size_32x32"])
     lines = ["## Reconstruction: the autoencoder family", "",
-             "Convolutional autoencoders, one per latent size: a 32x32 image becomes that many latent values, and back. Each is",
+             "Convolutional autoencoders at several latent sizes: a 32x32 image becomes that many latent values, and back. Each is",
              "served by name (`model=` on /encode, /decode and /reconstruct; V2 models `<name>.encoder` and `<name>.decoder`);",
              f"the default is **{default}** (`encoder` and `decoder` in V2).", "",
              f"Scored against PCA with as many components as latent values (the linear baseline; fitted on the training split); "

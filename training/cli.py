@@ -76,7 +76,9 @@ def _add_model_args(p: argparse.ArgumentParser) -> None:
     # Unset flags take AutoencoderConfig's defaults (the study's first model) when the command runs.
     g = p.add_argument_group("model (default: the study's first model, cae_l5_ch2_k3_s2)")
     g.add_argument("--model", default=None, help="a configuration name, e.g. cae_l3_ch4_k5_s1, or a residual autoencoder such as "
-                   "rae_w16_d3_z8_b1 (width, downsamplings, latent channels, blocks; overrides the axes below)")
+                   "rae_w16_d3_z8_b1 (width, downsamplings, latent channels, blocks), or one that starts as PCA such as "
+                   "pae_k128_w16_l3 (latent values per 32x32 tile, refiner width and levels; --loss psnr or mse); "
+                   "overrides the axes below")
     g.add_argument("--fewer-layers", action="store_true", default=None, help="3 convolutions instead of 5")
     g.add_argument("--channel-factor", type=int, choices=[1, 2, 4], help="channels times 1, 2 or 4")
     g.add_argument("--kernel-size", type=int, help="odd kernel size")
