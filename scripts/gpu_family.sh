@@ -11,6 +11,8 @@
 #            for t in <files_at>/*.tar /tmp/*.tar; do tar -xf "$t" -C runs; done
 #            MEMBERS="runs/... " results/autoencoder/ship.sh   (export on the CPU: parity, scores, manifest, card)
 #
+# MEMBERS, LOSS and BATCH pass to train_family.sh, and so do extra arguments (e.g. --augment flip, as the
+# PCA-started member was trained).
 # EPOCHS (default 100: what the shipped family was trained with) sets the recipe's length; checked here with
 #   DEVICE=cpu EPOCHS=1 DATA=fake:256 THREADS=1 RUNS=/tmp/family OUT=/tmp/family_out scripts/gpu_family.sh
 set -uo pipefail
@@ -34,11 +36,11 @@ if (( COLORIZER_EPOCHS > 0 )); then
     --device "${DEVICE:-cuda}" --quiet --out "$RUNS/../colorization/unet64g_lab_classification" > "$OUT/colorizer.tmp" 2>&1 &
 fi
 EPOCHS=$EPOCHS PAIRS=4 THREADS=${THREADS:-4} timeout "$BUDGET_S" results/autoencoder/train_family.sh --data "$DATA" \
-  --device "${DEVICE:-cuda}" 2>&1 | tee -a "$LOG"
+  --device "${DEVICE:-cuda}" "$@" 2>&1 | tee -a "$LOG"
 wait
 if [[ -f $OUT/colorizer.tmp ]]; then cat "$OUT/colorizer.tmp" >> "$LOG"; rm "$OUT/colorizer.tmp"; fi
 echo "stopped after $(( $(date +%s) - started )) s (budget $BUDGET_S s); finished epochs:" | tee -a "$LOG"
-for run in "$RUNS"/rae_* "$RUNS"/../colorization/*; do
+for run in "$RUNS"/rae_* "$RUNS"/pae_* "$RUNS"/../colorization/*; do
   [[ -f $run/checkpoint.pt ]] || continue
   echo "  $(basename "$run"): $(tail -n +2 "$run/metrics.csv" | wc -l)" | tee -a "$LOG"
   tarball=$OUT/$(basename "$(dirname "$run")")_$(basename "$run").tar
