@@ -27,7 +27,7 @@ from training.colorize import colour_indices, grayscale_baseline
 from training.color import luma
 from training.data import ImageArray
 from training.metrics import image_means
-from training.model import multiply_adds_per_pixel
+from training.model import for_inference, multiply_adds_per_pixel
 from training.run import Run
 
 
@@ -103,10 +103,11 @@ def _common_facts(run: Run, options: ExportOptions) -> dict:
     }
 
 
-def _export_one(module, spec, example, stride, path, options, cases) -> dict[str, float]:
+def _export_one(module, spec, example, stride, path, options, cases, reference=None) -> dict[str, float]:
+    """Export `module`; parity against `reference` (the trained model as it is, where `module` is its inference form)."""
     export_graph(module, spec, example, stride, path, exporter=options.exporter, opset=options.opset)
     onnx.checker.check_model(str(path), full_check=True)
-    diffs = parity(module, path, cases, options.tolerance)
+    diffs = parity(reference if reference is not None else module, path, cases, options.tolerance)
     print(f"  {path.name}: parity max |ONNX - PyTorch| " + ", ".join(f"{k} {v:.2e}" for k, v in diffs.items()))
     return diffs
 
@@ -122,6 +123,9 @@ def export_autoencoder(candidate: Candidate, out: Path, options: ExportOptions, 
     real = _as_float(data.images[split.test[: options.parity_images]])
     stride, latent_channels = config.stride, config.latent_shape(config.stride, config.stride)[0]
     enc_graph, dec_graph = graphs.EncoderGraph(model).eval(), graphs.DecoderGraph(model, options.decoder_form).eval()
+    inference = for_inference(model)  # exported; parity is checked against the model as trained
+    enc_inference = graphs.EncoderGraph(inference).eval()
+    dec_inference = graphs.DecoderGraph(inference, options.decoder_form).eval()
     print(f"exporting {run.name} from {_relative(run.path)}")
 
     image_cases = _image_cases(real, stride)
@@ -137,8 +141,8 @@ def export_autoencoder(candidate: Candidate, out: Path, options: ExportOptions, 
         enc_example = next(v for k, v in image_cases.items() if k.startswith("random") and min(v.shape[2:]) >= 2 * stride)
         with torch.no_grad():
             dec_example = enc_graph(enc_example)
-    enc_parity = _export_one(enc_graph, graphs.encoder_spec(latent_channels), enc_example, stride, enc_path, options, image_cases)
-    dec_parity = _export_one(dec_graph, graphs.decoder_spec(latent_channels), dec_example, stride, dec_path, options, latent_cases)
+    enc_parity = _export_one(enc_inference, graphs.encoder_spec(latent_channels), enc_example, stride, enc_path, options, image_cases, enc_graph)
+    dec_parity = _export_one(dec_inference, graphs.decoder_spec(latent_channels), dec_example, stride, dec_path, options, latent_cases, dec_graph)
 
     test = _as_float(data.images[split.test])
     metrics = score_autoencoder(enc_path, dec_path, test, options.eval_batch_size)

@@ -48,6 +48,7 @@ def test_what_training_made_the_service_serves(exported_models):
 def test_a_pca_autoencoder_exports_and_serves_whole_and_in_tiles(tiny_runs, tmp_path, monkeypatch):
     # Its stride is a whole 32x32 tile: the export checks parity at 32x32 to 128x128, and a photo cut into the
     # service's tiles (a tiny tile budget) comes back the same as in one run.
+    import onnx
     import torch
     from fastapi.testclient import TestClient
 
@@ -66,6 +67,10 @@ def test_a_pca_autoencoder_exports_and_serves_whole_and_in_tiles(tiny_runs, tmp_
     assert encoder["stride"] == 32 and encoder["latent_size_32x32"] == 8
     assert max(encoder["parity"].values()) <= 1e-4 and max(manifest["models"][f"{config.name}.decoder"]["parity"].values()) <= 1e-4
     assert encoder["test"]["psnr"] == pytest.approx(Run.load(tmp_path / "pae").state.test["psnr"], abs=1e-3)
+    # Each file holds the projection once: its learned change is folded into the axes at export.
+    for role in ("encoder", "decoder"):
+        graph = onnx.load(tmp_path / "models" / manifest["models"][f"{config.name}.{role}"]["file"]).graph
+        assert sum(list(t.dims) == [8, 3, 32, 32] for t in graph.initializer) == 1
 
     image = np.random.default_rng(5).integers(0, 256, (480, 600, 3), dtype=np.uint8)
     buf = io.BytesIO()

@@ -18,6 +18,7 @@ Latent size = (H / compression**2) * (W / compression**2) * 8 * channel_factor.
 
 from __future__ import annotations
 
+import copy
 import functools
 import itertools
 from dataclasses import asdict, dataclass
@@ -413,12 +414,28 @@ class TileProjection(nn.Module):
         self.change = nn.Parameter(torch.zeros(shape))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        weight = self.axes + self.STEP * self.change
+        weight = self.axes if self.change is None else self.axes + self.STEP * self.change
         mean = self.mean.view(1, -1, 1, 1)
         with torch.autocast(x.device.type, enabled=False):
             if self.transposed:
                 return nn.functional.conv_transpose2d(x.float(), weight, stride=self.tile) + mean
             return nn.functional.conv2d(x.float() - mean, weight, stride=self.tile)
+
+    @torch.no_grad()
+    def fold(self) -> None:
+        """Add the learned change into the axes, for inference: an exported file then holds one weight tensor, not two."""
+        self.axes.add_(self.STEP * self.change)
+        self.change = None
+
+
+def for_inference(model: nn.Module) -> nn.Module:
+    """A copy of `model` to export: every tile projection's change folded into its axes, which halves a
+    PCA-started autoencoder's ONNX files; other models come back as copies of themselves."""
+    model = copy.deepcopy(model)
+    for module in model.modules():
+        if isinstance(module, TileProjection):
+            module.fold()
+    return model
 
 
 class Refiner(nn.Module):

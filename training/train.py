@@ -308,17 +308,22 @@ def train(
     plan = StepPlan.for_device(device, config.optimizer)
     ckpt_path = out / CHECKPOINT
     state = RunState()
-    init = None
-    if config.init and not ckpt_path.exists():  # a resumed run has its own weights
-        init = _init_run(config.init, task)
-        state.init = init_facts(init)
-    model = plan.prepare(task.build(data.images, split.train, init.weights if init else None).to(device))
-    optimizer = make_optimizer(config.optimizer, model, config.lr, plan)
-    ema_start = {}  # where a resumed run's moving average stands
+    init = run = None
     if ckpt_path.exists():
         run = Run.load(ckpt_path, map_location=device)
         _check_resumable(run, task, config)
-        model.load_state_dict(run.train_weights if run.train_weights is not None else run.weights)
+        start_weights = run.train_weights if run.train_weights is not None else run.weights
+    elif config.init:  # a resumed run has its own weights
+        init = _init_run(config.init, task)
+        state.init = init_facts(init)
+        start_weights = init.weights
+    else:
+        start_weights = None
+    # Built from the weights it starts with: no initialisation from the data (a PCA fit) that they would replace.
+    model = plan.prepare(task.build(data.images, split.train, start_weights).to(device))
+    optimizer = make_optimizer(config.optimizer, model, config.lr, plan)
+    ema_start = {}  # where a resumed run's moving average stands
+    if run is not None:
         if config.ema:
             ema_start = {"weights": run.weights, "updates": run.state.epoch * math.ceil(len(split.train) / config.batch_size)}
         lrs = [group["lr"] for group in optimizer.param_groups]

@@ -219,6 +219,22 @@ def test_the_refiner_starts_at_zero_and_the_projections_stay_float32_under_autoc
     assert model.decode(torch.randn(1, 4, 2, 2) * 100).abs().max() > 1, "no clamp in training: it would stop the gradient"
 
 
+def test_for_inference_folds_the_learned_change_into_the_axes():
+    from training.model import for_inference
+
+    model = PCAAutoencoder(PCAAutoencoderConfig(components=4, width=4, levels=2, tile=8)).eval()
+    with torch.no_grad():
+        for p in model.parameters():
+            p.normal_(0, 0.1)
+    folded = for_inference(model)
+    assert "encoder.change" not in folded.state_dict() and "decoder.project_back.change" not in folded.state_dict()
+    assert model.encoder.change is not None, "the trained model itself is left as it is"
+    x = torch.rand(2, 3, 16, 24)
+    with torch.no_grad():
+        torch.testing.assert_close(folded(x), model(x), atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(folded.encoder.axes, model.encoder.axes + model.encoder.STEP * model.encoder.change)
+
+
 def test_a_pca_autoencoder_costs_less_than_the_default_limit():
     # Projections (2 x 3,072 x 128 per 1,024 pixels) and the refiner: within export.choose's default limit.
     from export.choose import MAX_DEFAULT_MULTIPLY_ADDS

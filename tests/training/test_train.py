@@ -262,5 +262,11 @@ def test_a_pca_autoencoder_trains_from_pca_and_resumes(tmp_path, monkeypatch):
     assert straight["test"]["psnr"] > start["test"]["psnr"] - 0.05
     trained = load_checkpoint(tmp_path / "straight" / CHECKPOINT)["model"]
     assert trained["decoder.refiner.last.weight"].abs().max() > 0 and trained["encoder.change"].abs().max() > 0
+    # A resumed run is built from its checkpoint's weights: PCA is not fitted again only to be replaced.
+    from training.model import PCAAutoencoder
+
+    monkeypatch.setattr(PCAAutoencoder, "fit_pca", lambda self, images: pytest.fail("PCA fitted again on resume"))
+    longer = train(model, TrainConfig(**{**config.__dict__, "epochs": 4}), out=tmp_path / "crashed", progress=False)
+    assert longer["epochs"] == 4
     with pytest.raises(ValueError, match="outputs pixels, not logits"):
         train(model, TrainConfig(data="fake:400", epochs=1, loss="bce"), out=tmp_path / "bce", progress=False)
