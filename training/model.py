@@ -282,13 +282,24 @@ class ResidualAutoencoderConfig:
         return asdict(self)
 
 
+def _lettered_fields(fields: list[str], keys: dict[str, str]) -> dict[str, int]:
+    """Name fields such as w16 as {"width": 16}, by the letters in `keys`, in order; ValueError for
+    a field without its letter or number (w, 16, w+16)."""
+    values = {}
+    for field, (letter, key) in zip(fields, keys.items()):
+        number = field.removeprefix(letter)
+        if number == field or not number.isdigit():
+            raise ValueError(field)
+        values[key] = int(number)
+    return values
+
+
 def residual_config_from_name(name: str) -> ResidualAutoencoderConfig:
     fields = name.split("_")
     try:
         if fields[0] != "rae" or len(fields) not in (5, 6):
             raise KeyError(name)
-        kwargs = {key: int(f.removeprefix(prefix)) for key, prefix, f in
-                  zip(("width", "downsamplings", "latent_channels", "blocks"), ("w", "d", "z", "b"), fields[1:5])}
+        kwargs = _lettered_fields(fields[1:5], {"w": "width", "d": "downsamplings", "z": "latent_channels", "b": "blocks"})
         if len(fields) == 6:
             if not (fields[5].startswith("io") and len(fields[5]) == 4):
                 raise KeyError(name)
@@ -390,8 +401,7 @@ def pca_config_from_name(name: str) -> PCAAutoencoderConfig:
     try:
         if fields[0] != "pae" or len(fields) not in (4, 5):
             raise KeyError(name)
-        kwargs = {key: int(f.removeprefix(prefix)) for key, prefix, f in
-                  zip(("components", "width", "levels", "tile"), ("k", "w", "l", "t"), fields[1:])}
+        kwargs = _lettered_fields(fields[1:], {"k": "components", "w": "width", "l": "levels", "t": "tile"})
     except (KeyError, ValueError):
         raise ValueError(f"not a model name: {name!r} (expected e.g. {PCAAutoencoderConfig().name})") from None
     return PCAAutoencoderConfig(**kwargs)

@@ -160,7 +160,8 @@ def test_residual_latent_is_linear_and_blocks_start_as_identity():
     assert torch.equal(block(h), h)
 
 
-@pytest.mark.parametrize("name", ["rae_w16_d3_z8", "rae_wx_d3_z8_b1", "rae_w16_d3_z8_b1_rgb", "rae_w0_d3_z8_b1"])
+@pytest.mark.parametrize("name", ["rae_w16_d3_z8", "rae_wx_d3_z8_b1", "rae_w16_d3_z8_b1_rgb", "rae_w0_d3_z8_b1",
+                                  "rae_16_d3_z8_b1", "rae_w+16_d3_z8_b1"])
 def test_bad_residual_names_are_rejected(name):
     with pytest.raises(ValueError):
         any_config_from_name(name)
@@ -242,7 +243,8 @@ def test_a_pca_autoencoder_costs_less_than_the_default_limit():
     assert 768 < multiply_adds_per_pixel("pae_k128_w16_l3") < MAX_DEFAULT_MULTIPLY_ADDS
 
 
-@pytest.mark.parametrize("name", ["pae_k128_w16", "pae_k0_w16_l3", "pae_k128_w16_l3_t30", "pae_k128_w16_l7", "pae_k4000_w16_l3"])
+@pytest.mark.parametrize("name", ["pae_k128_w16", "pae_k0_w16_l3", "pae_k128_w16_l3_t30", "pae_k128_w16_l7", "pae_k4000_w16_l3",
+                                  "pae_128_w16_l3", "pae_k128_w16_3"])
 def test_bad_pca_names_are_rejected(name):
     with pytest.raises(ValueError):
         any_config_from_name(name)
