@@ -12,7 +12,7 @@ set -euo pipefail
 RUNS=${RUNS:-runs/autoencoder}
 SHIPPED="runs/gpu/autoencoder/rae_w16_d2_z1_b1 runs/gpu/autoencoder/rae_w16_d2_z2_b1"
 SHIPPED+=" runs/gpu64/autoencoder/rae_w64_d1_z1_b1 runs/gpu64/autoencoder/rae_w64_d1_z2_b1"
-SHIPPED+=" runs/pae_flip/pae_k128_w16_l3"
+SHIPPED+=" runs/pae_flip/pae_k64_w16_l3 runs/pae_flip/pae_k128_w16_l3 runs/pae_flip/pae_k256_w16_l3 runs/pae_flip/pae_k512_w16_l3"
 read -r -a names <<< "${MEMBERS:-$SHIPPED}"
 family=()
 for name in "${names[@]}"; do [[ $name == */* ]] && family+=("$name") || family+=("$RUNS/$name"); done
