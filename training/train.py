@@ -313,7 +313,7 @@ def train(
         run = Run.load(ckpt_path, map_location=device)
         _check_resumable(run, task, config)
         start_weights = run.train_weights if run.train_weights is not None else run.weights
-    elif config.init:  # a resumed run has its own weights
+    elif config.init:  # only a new run starts from --init: a resumed one has its own weights
         init = _init_run(config.init, task)
         state.init = init_facts(init)
         start_weights = init.weights
