@@ -368,10 +368,13 @@ class PCAAutoencoderConfig:
     width: int = 16  # refiner channels at full resolution, doubled at each level
     levels: int = 3  # the refiner's resolutions: 32, 16 and 8 pixels a side for 3
     tile: int = 32
+    encoder_width: int = 0  # 0: the encoder is the projection alone; else a CNN of this width adds to it
     in_channels: int = 3
     out_channels: int = 3
 
     def __post_init__(self):
+        if self.encoder_width < 0 or (self.encoder_width and self.tile % 8):
+            raise ValueError("encoder_width must be >= 0, and an encoder CNN needs a tile divisible by 8")
         if not 1 <= self.components <= self.in_channels * self.tile**2:
             raise ValueError(f"components must be in [1, {self.in_channels * self.tile**2}], got {self.components}")
         if min(self.width, self.levels) < 1 or self.tile % 2 ** (self.levels - 1):
@@ -385,7 +388,8 @@ class PCAAutoencoderConfig:
 
     @property
     def name(self) -> str:
-        return f"pae_k{self.components}_w{self.width}_l{self.levels}" + ("" if self.tile == 32 else f"_t{self.tile}")
+        return (f"pae_k{self.components}_w{self.width}_l{self.levels}" + ("" if self.tile == 32 else f"_t{self.tile}")
+                + (f"_e{self.encoder_width}" if self.encoder_width else ""))
 
     def latent_shape(self, height: int = 32, width: int = 32) -> tuple[int, int, int]:
         if height % self.tile or width % self.tile:
@@ -399,9 +403,16 @@ class PCAAutoencoderConfig:
 def pca_config_from_name(name: str) -> PCAAutoencoderConfig:
     fields = name.split("_")
     try:
-        if fields[0] != "pae" or len(fields) not in (4, 5):
+        if fields[0] != "pae" or not 4 <= len(fields) <= 6:
             raise KeyError(name)
-        kwargs = _lettered_fields(fields[1:], {"k": "components", "w": "width", "l": "levels", "t": "tile"})
+        kwargs = _lettered_fields(fields[1:4], {"k": "components", "w": "width", "l": "levels"})
+        optional = {"t": "tile", "e": "encoder_width"}  # in this order, each at most once
+        for field in fields[4:]:
+            letter = next((letter for letter in optional if field.startswith(letter)), None)
+            if letter is None:
+                raise KeyError(field)
+            kwargs.update(_lettered_fields([field], {letter: optional[letter]}))
+            optional = dict(list(optional.items())[list(optional).index(letter) + 1:])
     except (KeyError, ValueError):
         raise ValueError(f"not a model name: {name!r} (expected e.g. {PCAAutoencoderConfig().name})") from None
     return PCAAutoencoderConfig(**kwargs)
@@ -476,6 +487,29 @@ class Refiner(nn.Module):
         return self.last(torch.relu(h))
 
 
+class PCAEncoder(nn.Module):
+    """The tile projection plus a CNN's correction to it, zero at the start, so the untrained encoder is
+    still PCA's: three stride-2 levels (width, 2x, 4x, 8x channels) down to an eighth of the tile, then one
+    convolution per tile onto the k latent values. With a linear encoder the latent can only hold what
+    a projection keeps; this lets it spend its values on what the refiner cannot guess."""
+
+    def __init__(self, config: PCAAutoencoderConfig):
+        super().__init__()
+        self.projection = TileProjection(config.components, config.in_channels, config.tile, transposed=False)
+        ch = [config.encoder_width * 2**i for i in range(4)]
+        layers: list[nn.Module] = [nn.Conv2d(config.in_channels, ch[0], 3, padding=1)]
+        for i in range(3):
+            layers += [ResidualBlock(ch[i]), nn.ReLU(), nn.Conv2d(ch[i], ch[i + 1], 4, stride=2, padding=1)]
+        last = nn.Conv2d(ch[-1], config.components, config.tile // 8, stride=config.tile // 8)
+        nn.init.zeros_(last.weight)
+        nn.init.zeros_(last.bias)
+        self.correction = nn.Sequential(*layers, ResidualBlock(ch[-1]), nn.ReLU(), last)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        # The CNN sees pixels centred as the projection does, so its input is the same whatever the mean.
+        return self.projection(x) + self.correction(x - self.projection.mean.view(1, -1, 1, 1))
+
+
 class PCADecoder(nn.Module):
     def __init__(self, config: PCAAutoencoderConfig):
         super().__init__()
@@ -496,7 +530,9 @@ class PCAAutoencoder(nn.Module):
     def __init__(self, config: PCAAutoencoderConfig = PCAAutoencoderConfig()):
         super().__init__()
         self.config = config
-        self.encoder = TileProjection(config.components, config.in_channels, config.tile, transposed=False)
+        # Without an encoder CNN, the projection itself (its weights' names as in the runs trained before the CNN).
+        self.encoder = (PCAEncoder(config) if config.encoder_width
+                        else TileProjection(config.components, config.in_channels, config.tile, transposed=False))
         self.decoder = PCADecoder(config)
 
     @torch.no_grad()
@@ -515,7 +551,8 @@ class PCAAutoencoder(nn.Module):
             cov += centred.T @ centred
         _, vectors = torch.linalg.eigh(cov)  # ascending eigenvalues: the last columns are the strongest axes
         axes = vectors[:, -k:].flip(1).T.reshape(k, *tiles.shape[1:])
-        for projection in (self.encoder, self.decoder.project_back):
+        encoder = self.encoder.projection if isinstance(self.encoder, PCAEncoder) else self.encoder
+        for projection in (encoder, self.decoder.project_back):
             projection.axes.copy_(axes)
             projection.mean.copy_(mean)
             projection.change.zero_()

@@ -184,7 +184,9 @@ def _pca_reconstruction(train: torch.Tensor, test: torch.Tensor, k: int) -> torc
     return (coords @ axes[:k]).view_as(test) + mean
 
 
-@pytest.mark.parametrize("config", [PCAAutoencoderConfig(), PCAAutoencoderConfig(components=5, width=4, levels=2, tile=8)], ids=lambda c: c.name)
+@pytest.mark.parametrize("config", [PCAAutoencoderConfig(), PCAAutoencoderConfig(components=5, width=4, levels=2, tile=8),
+                                    PCAAutoencoderConfig(encoder_width=4), PCAAutoencoderConfig(components=5, width=4, levels=2, tile=16, encoder_width=2)],
+                         ids=lambda c: c.name)
 def test_pca_autoencoder_shapes_and_names(config):
     assert pca_config_from_name(config.name) == any_config_from_name(config.name) == config
     model = build_autoencoder(config).eval()
@@ -197,13 +199,14 @@ def test_pca_autoencoder_shapes_and_names(config):
     assert y.shape == (2, 3, h, w) and y.min() == 0 and y.max() == 1  # clamped to the image range when served
 
 
-def test_an_untrained_pca_autoencoder_is_pca():
+@pytest.mark.parametrize("encoder_width", [0, 4], ids=["projection", "with an encoder CNN"])
+def test_an_untrained_pca_autoencoder_is_pca(encoder_width):
     torch.manual_seed(0)
     # Images with 6 strong directions and a little noise, so the top axes are well separated.
     basis, train_codes = torch.randn(6, 3 * 8 * 8), torch.randn(300, 6) * torch.linspace(3, 1, 6)
     make = lambda codes: (0.5 + 0.04 * (codes @ basis + 0.1 * torch.randn(len(codes), 3 * 8 * 8))).clamp(0, 1).view(-1, 3, 8, 8)  # noqa: E731
     train, test = make(train_codes), make(torch.randn(20, 6))
-    model = PCAAutoencoder(PCAAutoencoderConfig(components=4, width=4, levels=2, tile=8)).eval()
+    model = PCAAutoencoder(PCAAutoencoderConfig(components=4, width=4, levels=2, tile=8, encoder_width=encoder_width)).eval()
     model.fit_pca((train * 255).round().to(torch.uint8).numpy())
     quantised = (train * 255).round() / 255  # what fit_pca saw
     torch.testing.assert_close(model(test).double(), _pca_reconstruction(quantised, test, 4).clamp(0, 1), atol=2e-5, rtol=0)
@@ -236,6 +239,20 @@ def test_for_inference_folds_the_learned_change_into_the_axes():
         torch.testing.assert_close(folded.encoder.axes, model.encoder.axes + model.encoder.STEP * model.encoder.change)
 
 
+def test_for_inference_folds_the_projection_inside_an_encoder_cnn():
+    from training.model import for_inference
+
+    model = PCAAutoencoder(PCAAutoencoderConfig(components=4, width=4, levels=2, tile=8, encoder_width=2)).eval()
+    with torch.no_grad():
+        for p in model.parameters():
+            p.normal_(0, 0.1)
+    folded = for_inference(model)
+    assert not [key for key in folded.state_dict() if key.endswith("change")]
+    x = torch.rand(2, 3, 16, 24)
+    with torch.no_grad():
+        torch.testing.assert_close(folded(x), model(x), atol=1e-5, rtol=1e-5)
+
+
 def test_a_pca_autoencoder_costs_less_than_the_default_limit():
     # Projections (2 x 3,072 x 128 per 1,024 pixels) and the refiner: within export.choose's default limit.
     from export.choose import MAX_DEFAULT_MULTIPLY_ADDS
@@ -244,7 +261,8 @@ def test_a_pca_autoencoder_costs_less_than_the_default_limit():
 
 
 @pytest.mark.parametrize("name", ["pae_k128_w16", "pae_k0_w16_l3", "pae_k128_w16_l3_t30", "pae_k128_w16_l7", "pae_k4000_w16_l3",
-                                  "pae_128_w16_l3", "pae_k128_w16_3"])
+                                  "pae_128_w16_l3", "pae_k128_w16_3", "pae_k128_w16_l3_e8_t16", "pae_k128_w16_l3_e8_e8",
+                                  "pae_k128_w16_l3_x8", "pae_k128_w16_l3_e", "pae_k128_w16_l3_t12_e8", "pae_k128_w16_l3_t32_e8_e8"])
 def test_bad_pca_names_are_rejected(name):
     with pytest.raises(ValueError):
         any_config_from_name(name)
