@@ -74,3 +74,19 @@ def test_the_card_states_the_rule_that_chose_the_decoding_and_the_targets_margin
     assert "colourfulness at least 80% of the truth's: met: PSNR +0.60 dB against the baseline at 81.8% colourfulness." in card
     colorizer["test"]["colourfulness_ratio"] = 0.75
     assert "**not met**: PSNR +0.60 dB against the baseline (this half met), colourfulness 75.0% (missed)" in model_card.render(manifest)
+
+
+def test_the_card_says_where_the_family_misses_its_target_and_what_was_tried():
+    manifest = json.loads(SHIPPED.read_text())
+    members = [f for f in manifest["models"].values() if f["role"] == "encoder"]
+    for f in members:
+        f["test"]["psnr"] = f["test"]["pca_psnr"] + 2.0
+    assert "Target missed" not in model_card.render(manifest)
+    first, second = members[0], members[1]
+    first["test"]["psnr"] = first["test"]["pca_psnr"] + 1.2
+    card = model_card.render(manifest)
+    assert f"**Target missed** by 1 of {len(members)} members; the best member at each size is short by 0.30 dB at {first['latent_size_32x32']}." in card
+    assert "What was tried" in card and "missed by 0.30 dB" in card
+    second["latent_size_32x32"] = first["latent_size_32x32"]  # two members at one size: the better one's gap counts
+    second["test"]["psnr"] = second["test"]["pca_psnr"] + 1.4
+    assert f"short by 0.10 dB at {first['latent_size_32x32']}." in model_card.render(manifest)
