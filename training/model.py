@@ -406,13 +406,12 @@ def pca_config_from_name(name: str) -> PCAAutoencoderConfig:
         if fields[0] != "pae" or not 4 <= len(fields) <= 6:
             raise KeyError(name)
         kwargs = _lettered_fields(fields[1:4], {"k": "components", "w": "width", "l": "levels"})
-        optional = {"t": "tile", "e": "encoder_width"}  # in this order, each at most once
-        for field in fields[4:]:
-            letter = next((letter for letter in optional if field.startswith(letter)), None)
-            if letter is None:
-                raise KeyError(field)
-            kwargs.update(_lettered_fields([field], {letter: optional[letter]}))
-            optional = dict(list(optional.items())[list(optional).index(letter) + 1:])
+        rest = fields[4:]
+        for letter, key in (("t", "tile"), ("e", "encoder_width")):  # optional, in this order, each at most once
+            if rest and rest[0].startswith(letter):
+                kwargs.update(_lettered_fields([rest.pop(0)], {letter: key}))
+        if rest:
+            raise KeyError(rest[0])
     except (KeyError, ValueError):
         raise ValueError(f"not a model name: {name!r} (expected e.g. {PCAAutoencoderConfig().name})") from None
     return PCAAutoencoderConfig(**kwargs)
@@ -551,8 +550,7 @@ class PCAAutoencoder(nn.Module):
             cov += centred.T @ centred
         _, vectors = torch.linalg.eigh(cov)  # ascending eigenvalues: the last columns are the strongest axes
         axes = vectors[:, -k:].flip(1).T.reshape(k, *tiles.shape[1:])
-        encoder = self.encoder.projection if isinstance(self.encoder, PCAEncoder) else self.encoder
-        for projection in (encoder, self.decoder.project_back):
+        for projection in (m for m in self.modules() if isinstance(m, TileProjection)):  # encoder's and decoder's
             projection.axes.copy_(axes)
             projection.mean.copy_(mean)
             projection.change.zero_()
