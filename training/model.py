@@ -21,7 +21,8 @@ from __future__ import annotations
 import copy
 import functools
 import itertools
-from dataclasses import asdict, dataclass
+import re
+from dataclasses import asdict, dataclass, replace
 
 import torch
 from torch import nn
@@ -391,6 +392,11 @@ class PCAAutoencoderConfig:
         return (f"pae_k{self.components}_w{self.width}_l{self.levels}" + ("" if self.tile == 32 else f"_t{self.tile}")
                 + (f"_e{self.encoder_width}" if self.encoder_width else ""))
 
+    @property
+    def grows_from(self) -> str:
+        """The network a run of this one may start from besides itself (--init): the same without its encoder CNN."""
+        return replace(self, encoder_width=0).name
+
     def latent_shape(self, height: int = 32, width: int = 32) -> tuple[int, int, int]:
         if height % self.tile or width % self.tile:
             raise ValueError(f"{height}x{width} is not a multiple of the model's stride {self.tile}")
@@ -554,6 +560,15 @@ class PCAAutoencoder(nn.Module):
             projection.axes.copy_(axes)
             projection.mean.copy_(mean)
             projection.change.zero_()
+
+    def load_weights(self, weights: dict) -> None:
+        """This network's weights, or those of `config.grows_from`: then the projection moves under the encoder CNN
+        and the CNN keeps its zero-started correction, so the model starts as exactly the one it grew from
+        (a trained decoder's best latents are ~0.6 dB above its projection's: the CNN is there to find them)."""
+        if self.config.encoder_width and "encoder.axes" in weights:
+            weights = {re.sub(r"^encoder\.", "encoder.projection.", k): v for k, v in weights.items()}
+            weights.update((k, v) for k, v in self.state_dict().items() if k.startswith("encoder.correction."))
+        self.load_state_dict(weights)
 
     encode = ConvAutoencoder.encode
 

@@ -162,7 +162,7 @@ class ReconstructionTask:
     def build(self, images: np.ndarray, train_indices: np.ndarray, weights: dict | None = None) -> torch.nn.Module:
         model = build_autoencoder(self.config)
         if weights is not None:
-            model.load_state_dict(weights)
+            getattr(model, "load_weights", model.load_state_dict)(weights)
         elif hasattr(model, "fit_pca"):
             model.fit_pca(images[train_indices])
         return model
@@ -412,10 +412,12 @@ def _check_resumable(run: Run, task, config: TrainConfig) -> None:
 
 
 def _init_run(folder: str, task) -> Run:
-    """The finished run a fine-tuning run starts from; it must hold the same network."""
+    """The finished run a fine-tuning run starts from; it must hold the same network, or the one this
+    network grows from (a pae model with an encoder CNN from the same without)."""
     run = Run.load(folder)
-    if run.kind != task.kind or run.name != task.name:
-        raise ValueError(f"--init {folder} holds {run.kind} model {run.name}, not {task.name}: a run starts only from the same network")
+    if run.kind != task.kind or run.name not in (task.name, getattr(task.config, "grows_from", task.name)):
+        raise ValueError(f"--init {folder} holds {run.kind} model {run.name}, not {task.name}: a run starts only from the same network"
+                         " (or, for a pae model with an encoder CNN, the same without one)")
     if not run.finished:
         raise ValueError(f"--init {folder} has not finished training ({run.state.epoch} epochs so far)")
     return run

@@ -253,6 +253,26 @@ def test_for_inference_folds_the_projection_inside_an_encoder_cnn():
         torch.testing.assert_close(folded(x), model(x), atol=1e-5, rtol=1e-5)
 
 
+def test_a_pca_autoencoder_grows_an_encoder_cnn_from_trained_weights_without_one():
+    base = PCAAutoencoder(PCAAutoencoderConfig(components=4, width=4, levels=2, tile=8)).eval()
+    with torch.no_grad():
+        for p in base.parameters():
+            p.normal_(0, 0.1)
+    grown_config = PCAAutoencoderConfig(components=4, width=4, levels=2, tile=8, encoder_width=2)
+    assert grown_config.grows_from == base.config.name == "pae_k4_w4_l2_t8"
+    grown = PCAAutoencoder(grown_config).eval()
+    grown.load_weights(base.state_dict())
+    x = torch.rand(2, 3, 16, 8)
+    with torch.no_grad():
+        # The CNN's correction starts at zero, so the grown model is the trained one, output for output.
+        torch.testing.assert_close(grown(x), base(x))
+        torch.testing.assert_close(grown.encoder.projection.change, base.encoder.change)
+    # Its own weights (after training, keys under encoder.projection) load as they are; others are refused.
+    PCAAutoencoder(grown_config).load_weights(grown.state_dict())
+    with pytest.raises(RuntimeError, match="size mismatch"):
+        PCAAutoencoder(PCAAutoencoderConfig(components=4, width=8, levels=2, tile=8, encoder_width=2)).load_weights(base.state_dict())
+
+
 def test_a_pca_autoencoder_costs_less_than_the_default_limit():
     # Projections (2 x 3,072 x 128 per 1,024 pixels) and the refiner: within export.choose's default limit.
     from export.choose import MAX_DEFAULT_MULTIPLY_ADDS

@@ -242,6 +242,27 @@ def test_init_refuses_another_network_or_an_unfinished_run(tmp_path):
     assert not (tmp_path / "other" / CHECKPOINT).exists()
 
 
+def test_a_pca_autoencoder_with_an_encoder_cnn_starts_from_a_run_without_one(tmp_path):
+    from training.model import PCAAutoencoderConfig
+
+    base_config = PCAAutoencoderConfig(components=8, width=4, levels=2, tile=16)
+    small = TrainConfig(**{**SMALL.__dict__, "loss": "mse"})
+    train(base_config, small, out=tmp_path / "base", progress=False)
+    base = model_from_checkpoint(load_checkpoint(tmp_path / "base" / CHECKPOINT)).eval()
+    grown_config = PCAAutoencoderConfig(components=8, width=4, levels=2, tile=16, encoder_width=2)
+    config = TrainConfig(**{**small.__dict__, "epochs": 1, "lr": 1e-12, "init": str(tmp_path / "base")})
+    result = train(grown_config, config, out=tmp_path / "grown", progress=False)
+    grown = model_from_checkpoint(load_checkpoint(tmp_path / "grown" / CHECKPOINT)).eval()
+    assert result["init"]["name"] == base_config.name and result["model"]["encoder_width"] == 2
+    x = torch.rand(4, 3, 32, 32)
+    with torch.no_grad():  # nothing moved at this learning rate, and the CNN started as zero: the same model
+        torch.testing.assert_close(grown(x), base(x), atol=1e-5, rtol=1e-5)
+    # Only from the same network without the CNN: not from another refiner width.
+    other = PCAAutoencoderConfig(components=8, width=8, levels=2, tile=16, encoder_width=2)
+    with pytest.raises(ValueError, match="same network"):
+        train(other, config, out=tmp_path / "other", progress=False)
+
+
 def test_min_colourfulness_is_a_colorizer_setting(tmp_path):
     with pytest.raises(ValueError, match="in \\[0, 2\\]"):
         TrainConfig(min_colourfulness=-0.1)

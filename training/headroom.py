@@ -1,0 +1,71 @@
+"""How much better could an encoder be for a trained decoder? Optimise each image's latent against the
+decoder (Adam on the per-image log-MSE, starting from the encoder's latent) and compare the PSNRs.
+
+    python -m training.headroom runs/pae_flip/pae_k64_w16_l3 --images 256 --steps 100
+
+The gap is an upper bound on what a better encoder alone can win for that decoder (training both
+together can win more): for the shipped pae_k64_w16_l3 it was ~0.6 dB on the validation split, which
+is why the pae family grows an encoder CNN from its trained runs (PCAAutoencoder.load_weights).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+import torch
+
+from training.data import load_images
+from training.metrics import per_image_psnr
+from training.run import Run
+
+
+def latent_headroom(model: torch.nn.Module, images: torch.Tensor, steps: int = 100, lr: float = 0.01,
+                    report: tuple[int, ...] = ()) -> dict:
+    """Mean per-image PSNR of `model` on float images in [0, 1], with the encoder's latents and with
+    latents optimised for `steps` Adam steps (and after each step count in `report`, to see what fewer
+    would win); the model's weights do not change."""
+    model = model.eval().requires_grad_(False)
+    with torch.no_grad():
+        z = model.encode(images)
+        encoder = per_image_psnr(model.decode(z), images).mean().item()
+    z.requires_grad_(True)
+    optimizer = torch.optim.Adam([z], lr=lr)
+    along = {}
+    for step in range(steps):
+        if step in report:
+            with torch.no_grad():
+                along[step] = round(per_image_psnr(model.decode(z), images).mean().item() - encoder, 3)
+        # decoder(), not decode(): the eval-mode clamp would stop the gradient of every pixel outside [0, 1]
+        output = model.decoder(z) if hasattr(model, "decoder") else model.decode(z)
+        loss = torch.log(((output.float() - images) ** 2).mean((1, 2, 3)) + 1e-10).sum()
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    with torch.no_grad():
+        optimised = per_image_psnr(model.decode(z), images).mean().item()
+    return {"images": len(images), "steps": steps, "encoder_psnr": round(encoder, 3),
+            "optimised_psnr": round(optimised, 3), "headroom_db": round(optimised - encoder, 3),
+            **({"headroom_db_after": along} if along else {})}
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("run", help="a finished autoencoder run folder (or its checkpoint.pt)")
+    parser.add_argument("--images", type=int, default=256, help="the first N validation images (default 256)")
+    parser.add_argument("--steps", type=int, default=100, help="Adam steps per latent (default 100)")
+    parser.add_argument("--report", default="10,25,50", help="also give the gain after these step counts (default 10,25,50)")
+    parser.add_argument("--data", default=None, help="the run's images from elsewhere (default: where it trained)")
+    args = parser.parse_args(argv)
+    report = tuple(int(n) for n in args.report.split(",") if n)
+    run = Run.load(args.run)
+    if run.kind != "reconstruction":
+        parser.error(f"{args.run} holds a {run.kind} model, not an autoencoder")
+    data = run.images(load_images(args.data) if args.data else None)
+    chosen = run.split(data).val[: args.images]
+    images = torch.as_tensor(data.images[chosen]).float() / 255
+    print(json.dumps({"run": str(run.folder), "model": run.name, **latent_headroom(run.model(), images, args.steps, report=report)}))
+
+
+if __name__ == "__main__":
+    main()
