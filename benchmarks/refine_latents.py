@@ -40,6 +40,7 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--models", default="models", help="the shipped models' folder (default models)")
     p.add_argument("--data", default=None, help="the training data (default: where each member trained)")
+    p.add_argument("--members", default="", help="comma-separated member names (default: every pae member)")
     p.add_argument("--images", type=int, default=0, help="the first N test images (default 0: all)")
     p.add_argument("--steps", default="0,25", help="Adam step counts to measure (default 0,25)")
     p.add_argument("--batch", type=int, default=500, help="images per onnxruntime call (default 500)")
@@ -48,7 +49,10 @@ def main() -> None:
     args = p.parse_args()
     steps = [int(s) for s in args.steps.split(",")]
     manifest = json.loads((Path(args.models) / "manifest.json").read_text())
-    members = [entry for entry in manifest["models"].values() if entry.get("role") == "encoder" and entry["autoencoder"].startswith("pae_")]
+    members = [entry for entry in manifest["models"].values() if entry.get("role") == "encoder" and entry["autoencoder"].startswith("pae_")
+               and (not args.members or entry["autoencoder"] in args.members.split(","))]
+    if not members:
+        p.error(f"no pae member{' named ' + args.members if args.members else ''} in {args.models}/manifest.json")
     rows, data, pca = [], None, None
     print(f"{'member':<20} {'steps':>5} {'test PSNR':>9} {'PCA':>6} {'margin':>6} {'ms/image':>8}")
     for entry in members:
@@ -85,7 +89,7 @@ def main() -> None:
                 print(f"{name:<20} {count:>5} {psnr:>9.2f} {pca_psnr:>6.2f} {row['margin_db']:>6.2f} {row['ms_per_image']:>8.2f}", flush=True)
     if args.out:
         Path(args.out).write_text(json.dumps({"command": "python benchmarks/refine_latents.py " + " ".join(
-            f"--{k} {v}" for k, v in vars(args).items() if v not in (None, 0) and k != "out"), "rows": rows}, indent=1) + "\n")
+            f"--{k} {v}" for k, v in vars(args).items() if v not in (None, 0, "") and k != "out"), "rows": rows}, indent=1) + "\n")
 
 
 if __name__ == "__main__":

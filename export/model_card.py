@@ -175,8 +175,10 @@ def _family_gap(members: list[dict]) -> list[str]:
             + ". Tried in this project (results/autoencoder/README.md, \"What was tried\"): the study's network (below PCA "
             "at every size); residual autoencoders with widths 16-64, several grids, MSE and psnr losses, EMA and flips, "
             "100 GPU epochs (+0.21 to +0.79 dB); autoencoders that start as PCA (pae), 30-40 CPU epochs with flips "
-            "(+0.60 to +1.01 dB), with pilots of an encoder CNN, a deeper and a wider refiner, and a longer schedule. "
-            "Not yet tried: the pae recipe for 100+ epochs on a GPU.", ""]
+            "(+0.60 to +1.01 dB), with pilots of an encoder CNN (also grown from a trained member), a deeper and a wider "
+            "refiner, and a longer schedule. Measured but not served yet: refining each latent against the decoder "
+            "(benchmarks/refine_latents.py) takes the pae members at 128, 256 and 512 values past the target and the one "
+            "at 64 to +1.10 dB. Not yet tried: the pae recipe for 100+ epochs on a GPU.", ""]
 
 
 def render(manifest: dict) -> str:
