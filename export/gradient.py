@@ -25,7 +25,7 @@ import torch.nn.functional as F
 from torch._decomp import get_decompositions
 from torch.fx.experimental.proxy_tensor import make_fx
 
-from export.onnx_export import DEFAULT_OPSET, UNORDERED_EXPORT_METADATA, ParityError, session
+from export.onnx_export import DEFAULT_OPSET, ParityError, drop_unordered_metadata, session
 
 aten = torch.ops.aten
 INPUTS, OUTPUTS = ("latent", "image"), ("gradient", "mse")
@@ -93,10 +93,7 @@ def export_decoder_gradient(decoder: torch.nn.Module, components: int, stride: i
                           opset_version=opset, dynamo=True, verbose=False, optimize=True, external_data=False,
                           dynamic_shapes=({0: n, 2: h, 3: w}, {0: n, 2: stride * h, 3: stride * w}))
     model = onnx.load(str(path))
-    kept = [(p.key, p.value) for p in model.graph.metadata_props if p.key not in UNORDERED_EXPORT_METADATA]
-    del model.graph.metadata_props[:]
-    for key, value in kept:
-        model.graph.metadata_props.add(key=key, value=value)
+    drop_unordered_metadata(model)
     onnx.save(model, str(path))
     onnx.checker.check_model(str(path), full_check=True)
     return gradient_parity(decoder, path, components, stride, tolerance)

@@ -63,13 +63,17 @@ def export_graph(module: torch.nn.Module, spec: GraphSpec, example: torch.Tensor
                               dynamic_axes={spec.input: {0: "N", 2: "H", 3: "W"}, spec.output: {0: "N", 2: "H_out", 3: "W_out"}})
     model = onnx.load(str(path))
     _name_dims(model, spec)
-    # torch.export writes its shape-range constraints from a set, in an order that changes from process to
-    # process: dropped, so exporting the same checkpoint twice gives the same bytes (and sha256).
+    drop_unordered_metadata(model)
+    onnx.save(model, str(path))
+
+
+def drop_unordered_metadata(model: onnx.ModelProto) -> None:
+    """torch.export writes its shape-range constraints from a set, in an order that changes from process to
+    process: dropped, so exporting the same checkpoint twice gives the same bytes (and sha256)."""
     kept = [(p.key, p.value) for p in model.graph.metadata_props if p.key not in UNORDERED_EXPORT_METADATA]
     del model.graph.metadata_props[:]
     for key, value in kept:
         model.graph.metadata_props.add(key=key, value=value)
-    onnx.save(model, str(path))
 
 
 def _name_dims(model: onnx.ModelProto, spec: GraphSpec) -> None:
