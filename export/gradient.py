@@ -26,6 +26,7 @@ from torch._decomp import get_decompositions
 from torch.fx.experimental.proxy_tensor import make_fx
 
 from export.onnx_export import DEFAULT_OPSET, ParityError, drop_unordered_metadata, session
+from training.metrics import per_image_mse
 
 aten = torch.ops.aten
 INPUTS, OUTPUTS = ("latent", "image"), ("gradient", "mse")
@@ -56,9 +57,14 @@ _DECOMPOSITIONS = {aten.convolution_backward.default: _convolution_input_gradien
 def log_mse_gradient(decoder: torch.nn.Module, state: dict, latent: torch.Tensor, image: torch.Tensor):
     """The gradient and each image's MSE, with autograd: what the exported graph computes."""
     def loss(z):
-        mse = ((torch.func.functional_call(decoder, state, (z,)) - image) ** 2).mean((1, 2, 3))
-        return torch.log(mse.clamp_min(1e-10)).sum(), mse
+        mse = per_image_mse(torch.func.functional_call(decoder, state, (z,)), image)
+        return mse.clamp_min(1e-10).log().sum(), mse
     return torch.func.grad(loss, has_aux=True)(latent)
+
+
+def decoder_weights(decoder: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """Parameters and buffers by name: the state `log_mse_gradient` calls the decoder with."""
+    return {k: v.detach() for k, v in [*decoder.named_parameters(), *decoder.named_buffers()]}
 
 
 class DecoderGradient(torch.nn.Module):
@@ -67,7 +73,7 @@ class DecoderGradient(torch.nn.Module):
     def __init__(self, decoder: torch.nn.Module, example_latent: torch.Tensor, example_image: torch.Tensor):
         super().__init__()
         decoder = decoder.eval()
-        state = {k: v.detach() for k, v in [*decoder.named_parameters(), *decoder.named_buffers()]}
+        state = decoder_weights(decoder)
         self.names = list(state)
         for i, value in enumerate(state.values()):
             self.register_buffer(f"weight{i}", value.clone())
@@ -101,7 +107,7 @@ def export_decoder_gradient(decoder: torch.nn.Module, components: int, stride: i
 
 def gradient_parity(decoder: torch.nn.Module, path: Path, components: int, stride: int, tolerance: float) -> dict[str, float]:
     sess = session(path)
-    state = {k: v.detach() for k, v in [*decoder.named_parameters(), *decoder.named_buffers()]}
+    state = decoder_weights(decoder)
     generator = torch.Generator().manual_seed(0)
     diffs = {}
     for case, (n, h, w) in {"one tile": (1, 1, 1), "a batch of 3x2 grids": (3, 3, 2)}.items():

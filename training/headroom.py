@@ -4,8 +4,9 @@ decoder (Adam on the per-image log-MSE, starting from the encoder's latent) and 
     python -m training.headroom runs/pae_flip/pae_k64_w16_l3 --images 256 --steps 100
 
 The gap is an upper bound on what a better encoder alone can win for that decoder (training both
-together can win more): for the shipped pae_k64_w16_l3 it was ~0.6 dB on the validation split, which
-is why the pae family grows an encoder CNN from its trained runs (PCAAutoencoder.load_weights).
+together can win more): 0.58-0.89 dB for the shipped pae members on validation. An encoder CNN grown
+from a trained run (PCAAutoencoder.load_weights) did not find it in 10 CPU epochs; refining each latent
+at encode time does (export/gradient.py, service/refine.py, benchmarks/refine_latents.py).
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import json
 import torch
 
 from training.data import load_images
-from training.metrics import per_image_psnr
+from training.metrics import per_image_mse, per_image_psnr
 from training.run import Run
 
 
@@ -38,7 +39,7 @@ def latent_headroom(model: torch.nn.Module, images: torch.Tensor, steps: int = 1
                 along[step] = round(per_image_psnr(model.decode(z), images).mean().item() - encoder, 3)
         # decoder(), not decode(): the eval-mode clamp would stop the gradient of every pixel outside [0, 1]
         output = model.decoder(z) if hasattr(model, "decoder") else model.decode(z)
-        loss = torch.log(((output.float() - images) ** 2).mean((1, 2, 3)) + 1e-10).sum()
+        loss = per_image_mse(output.float(), images).clamp_min(1e-10).log().sum()  # each image's own step
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
