@@ -6,6 +6,10 @@
                           "autoencoder" (encoders and decoders), ...facts measured at export}},
      ...facts about the export}
 
+A decoder may carry its gradient graph (export.gradient: latent, image -> gradient of the log-MSE, each
+image's MSE), which the service refines latents with: `"gradient": {"file", "sha256", "lr", ...}`. It is
+part of its decoder, not a model of its own: no key, not listed by V2.
+
 A models folder holds a family of autoencoders (an encoder and a decoder each, under the keys
 `<autoencoder>.encoder` and `<autoencoder>.decoder`, files in a folder of their own) and at most one
 colorizer (key `colorizer`). Keys are the names the service's V2 and gRPC endpoints use; `encoder` and
@@ -53,6 +57,12 @@ def _valid_name(name: str) -> bool:
     return bool(name) and all(c.isalnum() or c in "_-" for c in name)
 
 
+def _check_inside(file: str, where: str) -> None:
+    path = PurePosixPath(file)
+    if path.is_absolute() or ".." in path.parts or "\\" in file:
+        raise ManifestError(f"{where} must be a path inside the models folder, got {file!r}")
+
+
 @dataclass(frozen=True)
 class ModelEntry:
     key: str
@@ -67,6 +77,15 @@ class ModelEntry:
     autoencoder: str | None = None  # the family member an encoder or decoder belongs to
     facts: dict = field(default_factory=dict, compare=False)  # the whole entry as written
 
+    @property
+    def gradient(self) -> dict | None:
+        """A decoder's gradient graph (file, sha256, lr, ...), if it was exported with one."""
+        return self.facts.get("gradient")
+
+    def files(self) -> list[tuple[str, str]]:
+        """(file, sha256) of the model and of its gradient graph if any."""
+        return [(self.file, self.sha256)] + ([(self.gradient["file"], self.gradient["sha256"])] if self.gradient else [])
+
     @classmethod
     def from_dict(cls, key: str, entry: dict, where: str = MANIFEST) -> ModelEntry:
         if not isinstance(entry, dict):
@@ -80,9 +99,16 @@ class ModelEntry:
         version = entry.get("version", 1)
         if not isinstance(version, int) or isinstance(version, bool) or version < 1:
             raise ManifestError(f"{where}: models.{key}.version must be a positive integer")
-        file = PurePosixPath(entry["file"])
-        if file.is_absolute() or ".." in file.parts or "\\" in entry["file"]:
-            raise ManifestError(f"{where}: models.{key}.file must be a path inside the models folder, got {entry['file']!r}")
+        _check_inside(entry["file"], f"{where}: models.{key}.file")
+        gradient = entry.get("gradient")
+        if gradient is not None:
+            if role != "decoder":
+                raise ManifestError(f"{where}: models.{key}: only a decoder has a gradient graph")
+            if not isinstance(gradient, dict) or not all(isinstance(gradient.get(k), str) for k in ("file", "sha256")):
+                raise ManifestError(f"{where}: models.{key}.gradient needs a `file` and its `sha256`")
+            if not isinstance(gradient.get("lr"), (int, float)) or isinstance(gradient.get("lr"), bool) or not gradient["lr"] > 0:
+                raise ManifestError(f"{where}: models.{key}.gradient.lr must be a positive number (Adam's step size)")
+            _check_inside(gradient["file"], f"{where}: models.{key}.gradient.file")
         autoencoder = entry.get("autoencoder")
         if role == COLORIZER:
             if key != COLORIZER:
@@ -138,7 +164,7 @@ class Manifest:
         if not isinstance(models, dict) or not models:
             raise ManifestError(f"{where}: lists no models")
         entries = {key: ModelEntry.from_dict(key, entry, where) for key, entry in models.items()}
-        files = [e.file for e in entries.values()]
+        files = [f for e in entries.values() for f, _ in e.files()]
         if len(set(files)) != len(files):
             raise ManifestError(f"{where}: two models share a file")
         parts: dict[str, dict[str, ModelEntry]] = {}
@@ -211,8 +237,9 @@ def sha256(path: str | Path) -> str:
 def verify_files(folder: str | Path, manifest: Manifest) -> None:
     """Every file the manifest lists is there with its recorded checksum."""
     for entry in manifest.models.values():
-        path = Path(folder) / entry.file
-        if not path.is_file():
-            raise ManifestError(f"{path}: listed in {MANIFEST} but missing")
-        if sha256(path) != entry.sha256:
-            raise ManifestError(f"{path}: sha256 does not match {MANIFEST} (a modified or partly copied file)")
+        for file, digest in entry.files():
+            path = Path(folder) / file
+            if not path.is_file():
+                raise ManifestError(f"{path}: listed in {MANIFEST} but missing")
+            if sha256(path) != digest:
+                raise ManifestError(f"{path}: sha256 does not match {MANIFEST} (a modified or partly copied file)")

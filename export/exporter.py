@@ -22,7 +22,9 @@ import torch
 from cae.manifest import COLORIZER, FORMAT, Manifest, ManifestError, model_file, model_key, read_manifest, verify_files, write_manifest
 from export import graphs, model_card, triton
 from export.choose import RULE, Candidate, choose, evaluate_candidates
+from export.gradient import export_decoder_gradient
 from export.onnx_export import DEFAULT_OPSET, describe, export_graph, io_description, parity, session, sha256
+from service.refine import adam_steps, onnx_gradient
 from training.colorize import colour_indices, grayscale_baseline
 from training.color import luma
 from training.data import ImageArray
@@ -41,6 +43,13 @@ class ExportOptions:
     decoder_form: str = "layers"  # layers | sub-pixel (export/graphs.py: DecoderGraph)
     parity_images: int = 8  # real images per parity case
     eval_batch_size: int = 500
+    # The decoder's gradient graph (export.gradient), with which the service refines latents: Adam's step
+    # size is the one of `refine_lrs` that reconstructs the first `refine_validation_images` validation
+    # images best after max(refine_steps) steps; the test split is then scored at each of `refine_steps`.
+    gradient: bool = True
+    refine_steps: tuple[int, ...] = (10, 25)
+    refine_lrs: tuple[float, ...] = (0.01, 0.02, 0.04)
+    refine_validation_images: int = 256
 
 
 def _relative(path: Path) -> str:
@@ -88,6 +97,45 @@ def score_colorizer(colorizer: Path, images: torch.Tensor, batch_size: int) -> d
     """Metrics of the exported colorizer fed luma Y, as the service feeds it (not its training gray channel)."""
     sess = session(colorizer)
     return image_means(((_ort_batches(sess, luma(x), batch_size), x) for x in images.split(batch_size)), colour=True)
+
+
+def score_refined(encoder: Path, decoder: Path, gradient: Path, images: torch.Tensor, steps: tuple[int, ...], lr: float,
+                  batch_size: int) -> dict[int, float]:
+    """Mean per-image PSNR of the exported files after each step count in `steps` of refining the
+    encoder's latent against the decoder (service.refine, as the service does it)."""
+    enc, dec, grad = session(encoder), session(decoder), onnx_gradient(session(gradient))
+    decoded: dict[int, list] = {t: [] for t in steps}
+    for x in images.split(batch_size):
+        latent = enc.run(None, {"image": x.numpy()})[0]
+        if 0 in decoded:
+            decoded[0].append((torch.from_numpy(dec.run(None, {"latent": latent})[0]), x))
+        for t, z in adam_steps(grad, latent, x.numpy(), max(steps), lr):
+            if t in decoded:
+                decoded[t].append((torch.from_numpy(dec.run(None, {"latent": z})[0]), x))
+    return {t: round(image_means(pairs)["psnr"], 3) for t, pairs in decoded.items()}
+
+
+def export_gradient(graph: torch.nn.Module, stride: int, latent_channels: int, out: Path, name: str, enc_path: Path,
+                    dec_path: Path, data: ImageArray, split, options: ExportOptions, plain_psnr: float) -> dict:
+    """The decoder's gradient graph beside it, checked against autograd, Adam's step size chosen on
+    validation and the refined reconstruction scored on the test split; its facts for the decoder's entry."""
+    path = out / model_file(name, "gradient")
+    diffs = export_decoder_gradient(graph, latent_channels, stride, path, options.opset, options.tolerance)
+    print(f"  {path.name}: parity max relative |ONNX - autograd| " + ", ".join(f"{k} {v:.2e}" for k, v in diffs.items()))
+    final = max(options.refine_steps)
+    val = _as_float(data.images[split.val[: options.refine_validation_images]])
+    by_lr = {lr: score_refined(enc_path, dec_path, path, val, (final,), lr, options.eval_batch_size)[final]
+             for lr in (options.refine_lrs if len(val) else [])}
+    lr = max(by_lr, key=by_lr.get) if by_lr else options.refine_lrs[0]  # no validation split: the first
+    test = _as_float(data.images[split.test])
+    refined = score_refined(enc_path, dec_path, path, test, tuple(options.refine_steps), lr, options.eval_batch_size)
+    print(f"  refined: lr {lr:g} (validation PSNR at {final} steps: " + ", ".join(f"{k:g} {v:.2f}" for k, v in by_lr.items()) +
+          "), test PSNR " + ", ".join(f"{t} steps {p:.2f}" for t, p in refined.items()) + f" (plain {plain_psnr:.2f})")
+    return {"file": model_file(name, "gradient"), "inputs": ["latent", "image"], "outputs": ["gradient", "mse"],
+            "loss": "sum over images of log(per-image MSE)", "parity": diffs, "optimizer": "adam", "lr": lr,
+            "lr_rule": f"of {list(options.refine_lrs)}, the best mean PSNR on the first {len(val)} validation images after {final} steps",
+            "validation": {"images": len(val), "steps": final, "psnr_by_lr": {f"{k:g}": round(v, 3) for k, v in by_lr.items()}},
+            "test": {"images": len(test), "psnr": round(plain_psnr, 3), "psnr_by_steps": {str(t): p for t, p in refined.items()}}}
 
 
 def _common_facts(run: Run, options: ExportOptions) -> dict:
@@ -150,11 +198,15 @@ def export_autoencoder(candidate: Candidate, out: Path, options: ExportOptions, 
               "latent_channels": latent_channels, "latent_size_32x32": config.latent_size(32, 32),
               "parameters": sum(p.numel() for p in model.parameters())}
     test_facts = {"images": len(split.test), **metrics, "pca_psnr": round(candidate.pca_psnr, 3)}
+    gradient = {}
+    if options.gradient:
+        gradient = {"gradient": export_gradient(dec_inference, stride, latent_channels, out, run.name, enc_path, dec_path, data,
+                                                split, options, metrics["psnr"])}
     return {
         model_key(run.name, "encoder"): {**common, "role": "encoder", "file": model_file(run.name, "encoder"), "parity": enc_parity,
                                          "test": test_facts, "parameters": sum(p.numel() for p in model.encoder.parameters())},
         model_key(run.name, "decoder"): {**common, "role": "decoder", "file": model_file(run.name, "decoder"), "form": options.decoder_form,
-                                         "parity": dec_parity, "test": test_facts,
+                                         "parity": dec_parity, "test": test_facts, **gradient,
                                          "parameters": sum(p.numel() for p in model.decoder.parameters())},
     }
 
@@ -221,8 +273,11 @@ def _reused(reuse: Path | None, replaced: set[str], staging: Path, keep: list[st
         file = model_file(name, entry.role) if name else "colorizer.onnx"
         (staging / file).parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(reuse / entry.file, staging / file)
+        if entry.gradient:
+            shutil.copyfile(reuse / entry.gradient["file"], staging / model_file(name, "gradient"))
         origin = {"folder": _relative(reuse), "created": old.facts.get("created"), "command": old.facts.get("command")}
-        kept[key] = {**entry.facts, "file": file, "reused_from": entry.facts.get("reused_from", origin)}
+        kept[key] = {**entry.facts, "file": file, "reused_from": entry.facts.get("reused_from", origin),
+                     **({"gradient": {**entry.gradient, "file": model_file(name, "gradient")}} if entry.gradient else {})}
     # The earlier selection's rows, where it has them, so that exporting the same models again records the
     # runs as they were given then and the figures it chose by (margins to rounding).
     earlier = {row["name"]: row for row in (old.facts.get("selection") or {}).get("candidates", [])}
@@ -271,6 +326,10 @@ def _export_into(staging: Path, autoencoders: list[Path], colorizer: Path | None
         entries[COLORIZER] = export_colorizer(colorizer, staging, options, data, decoding, decoding_rule)
 
     for key, facts in entries.items():
+        if "gradient" in facts:  # the gradient's facts (and checksum) are part of its decoder's
+            gradient = facts["gradient"]
+            describe(staging / gradient["file"], {**gradient, "decoder": key}, doc=model_card.GRADIENT_DOC)
+            gradient["sha256"], gradient["bytes"] = sha256(staging / gradient["file"]), (staging / gradient["file"]).stat().st_size
         path = staging / facts["file"]
         facts.update(io_description(path))
         describe(path, facts, doc=model_card.ROLE_DOCS[facts["role"]])

@@ -89,7 +89,7 @@ def export_decoder_gradient(decoder: torch.nn.Module, components: int, stride: i
                             opset: int = DEFAULT_OPSET, tolerance: float = 1e-4) -> dict[str, float]:
     """Write the decoder's gradient graph to `path` (dynamic N, h, w), checked against autograd at two
     shapes; returns the largest relative difference of the gradient per case (raises ParityError past `tolerance`)."""
-    latent, image = torch.randn(2, components, 1, 1), torch.rand(2, 3, stride, stride)
+    latent, image = torch.randn(2, components, 2, 2), torch.rand(2, 3, 2 * stride, 2 * stride)  # 2x2: a grid of 1 would be specialised
     module = DecoderGradient(decoder, latent, image)
     n, h, w = torch.export.Dim("N"), torch.export.Dim("h"), torch.export.Dim("w")
     path.parent.mkdir(parents=True, exist_ok=True)

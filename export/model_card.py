@@ -14,6 +14,8 @@ ROLE_DOCS = {
     "decoder": "cae decoder: latent float32 [N,C,h,w] -> image float32 [N,3,h*s,w*s] RGB in [0,1]",
     "colorizer": "cae colorizer: gray float32 [N,1,H,W] luma " + _Y + " in [0,1] -> image float32 [N,3,H,W] RGB in [0,1]",
 }
+GRADIENT_DOC = ("cae decoder gradient: latent float32 [N,C,h,w], image float32 [N,3,h*s,w*s] in [0,1] -> gradient float32 "
+                "[N,C,h,w] of the sum over images of log(per-image MSE) of the decoded latent, mse float32 [N]")
 
 LIMITS = """\
 ## Limits

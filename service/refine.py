@@ -28,10 +28,10 @@ def onnx_gradient(session) -> Gradient:
     return gradient
 
 
-def refine_latents(gradient: Gradient, latent: np.ndarray, image: np.ndarray, steps: int,
-                   lr: float = LEARNING_RATE) -> np.ndarray:
-    """`steps` Adam steps from `latent` (float32, N x k x h x w) towards the latent whose decoding is
-    closest to `image` (float32 in [0, 1]); returns a new array, `latent` is left as it was."""
+def adam_steps(gradient: Gradient, latent: np.ndarray, image: np.ndarray, steps: int, lr: float = LEARNING_RATE):
+    """Yield (t, latent) after each of `steps` Adam steps from `latent` (float32, N x k x h x w) towards the
+    latent whose decoding is closest to `image` (float32 in [0, 1]); `latent` itself is left as it was, and
+    each yielded array is updated in place by the next step."""
     if steps < 0:
         raise ValueError(f"steps must be >= 0, got {steps}")
     z = np.array(latent, dtype=np.float32, copy=True)
@@ -44,4 +44,13 @@ def refine_latents(gradient: Gradient, latent: np.ndarray, image: np.ndarray, st
         v = b2 * v + (1 - b2) * g * g
         step = lr / (1 - b1**t)
         z -= step * m / (np.sqrt(v / (1 - b2**t)) + EPS)
+        yield t, z
+
+
+def refine_latents(gradient: Gradient, latent: np.ndarray, image: np.ndarray, steps: int,
+                   lr: float = LEARNING_RATE) -> np.ndarray:
+    """The latent after `steps` Adam steps (adam_steps); a new array, `latent` is left as it was."""
+    z = np.array(latent, dtype=np.float32, copy=True)
+    for _, z in adam_steps(gradient, latent, image, steps, lr):
+        pass
     return z
