@@ -5,7 +5,7 @@
 
 For each member: its decoder's gradient graph is exported from the checkpoint the manifest names
 (export.gradient, checked against autograd), then each test image's latent from the shipped
-encoder.onnx is refined by Adam in numpy (service.refine) and decoded by the shipped decoder.onnx.
+encoder.onnx is refined by Adam in numpy (cae.refine) and decoded by the shipped decoder.onnx.
 Prints per step count the mean per-image PSNR, its margin over PCA at the same number of components
 (fitted on the training split, scored on the same test images) and the milliseconds per 32x32 image
 on this CPU. Needs the checkpoints (runs/..., not committed) and the training data.
@@ -23,7 +23,7 @@ import numpy as np
 import onnxruntime as ort
 
 from export.gradient import export_decoder_gradient
-from service.refine import onnx_gradient, refine_latents
+from cae.refine import onnx_gradient, refine_latents
 from training.data import load_images
 from training.model import for_inference
 from training.pca import PCA

@@ -24,7 +24,7 @@ from export import graphs, model_card, triton
 from export.choose import RULE, Candidate, choose, evaluate_candidates
 from export.gradient import export_decoder_gradient
 from export.onnx_export import DEFAULT_OPSET, describe, export_graph, io_description, parity, session, sha256
-from service.refine import adam_steps, onnx_gradient
+from cae.refine import adam_steps, onnx_gradient
 from training.colorize import colour_indices, grayscale_baseline
 from training.color import luma
 from training.data import ImageArray
@@ -102,7 +102,7 @@ def score_colorizer(colorizer: Path, images: torch.Tensor, batch_size: int) -> d
 def score_refined(encoder: Path, decoder: Path, gradient: Path, images: torch.Tensor, steps: tuple[int, ...], lr: float,
                   batch_size: int) -> dict[int, float]:
     """Mean per-image PSNR of the exported files after each step count in `steps` of refining the
-    encoder's latent against the decoder (service.refine, as the service does it)."""
+    encoder's latent against the decoder (cae.refine, as the service does it)."""
     enc, dec, grad = session(encoder), session(decoder), onnx_gradient(session(gradient))
     decoded: dict[int, list] = {t: [] for t in steps}
     for x in images.split(batch_size):

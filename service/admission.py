@@ -42,7 +42,7 @@ class Admission:
         if need_s > self.timeout_s:
             raise self._refuse(413, "deadline", "request_too_slow",
                                f"this request needs an estimated {need_s:,.1f} s of inference, more than the {self.timeout_s:g} s "
-                               "limit (CAE_INFERENCE_TIMEOUT_S); send fewer or smaller images")
+                               "limit (CAE_INFERENCE_TIMEOUT_S); send fewer or smaller images, or ask fewer refine steps")
         if backlog_s + need_s > self.timeout_s:
             raise self._refuse(503, "deadline", "overloaded",
                                f"the work queued ahead ({backlog_s:,.1f} s) and this request ({need_s:,.1f} s) would not finish "

@@ -120,9 +120,12 @@ class Batcher:
         self._submit(jobs)
         return await self._wait(jobs, deadline)
 
-    async def call(self, fn: Callable[[ort.RunOptions], Any], pixels: int, deadline: float) -> Any:
-        """Run fn(run_options) alone in the model's thread, in turn with the other jobs (a tile)."""
-        job = Job(asyncio.get_running_loop().create_future(), deadline, self.expected_s(pixels), self.model.cost.bytes(pixels), fn=fn)
+    async def call(self, fn: Callable[[ort.RunOptions], Any], pixels: int, deadline: float, expected_s: float | None = None,
+                   expected_bytes: int | None = None) -> Any:
+        """Run fn(run_options) alone in the model's thread, in turn with the other jobs (a tile, or a latent's
+        refinement: work other than this model's run, whose cost the caller gives)."""
+        job = Job(asyncio.get_running_loop().create_future(), deadline, self.expected_s(pixels) if expected_s is None else expected_s,
+                  self.model.cost.bytes(pixels) if expected_bytes is None else expected_bytes, fn=fn)
         self._submit([job])
         return (await self._wait([job], deadline))[0]
 

@@ -74,6 +74,29 @@ SHRINK_ABOVE_BYTES = 16 << 20
 
 
 @dataclass
+class Gradient:
+    """A decoder's gradient graph (export.gradient: latent, image -> gradient of the log-MSE, each image's
+    MSE), with which cae.refine refines latents; its cost is counted in image pixels."""
+    facts: dict  # the decoder entry's `gradient`
+    session: ort.InferenceSession
+    cost: Cost = field(default_factory=Cost)
+
+    @property
+    def lr(self) -> float:
+        """Adam's step size, chosen on validation at export."""
+        return float(self.facts["lr"])
+
+    def run(self, latent: np.ndarray, image: np.ndarray, options: ort.RunOptions | None = None) -> tuple[np.ndarray, np.ndarray]:
+        gradient, mse = self.session.run(None, {"latent": latent, "image": image}, options)
+        return gradient, mse
+
+    def describe(self) -> dict:
+        test = self.facts.get("test", {})
+        return {"lr": self.lr, "max_steps_measured": max((int(k) for k in test.get("psnr_by_steps", {})), default=None),
+                "test_psnr_by_steps": test.get("psnr_by_steps")}
+
+
+@dataclass
 class Model:
     role: str  # encoder | decoder | colorizer
     facts: dict  # the manifest entry
@@ -83,6 +106,7 @@ class Model:
     output_name: str = field(init=False)
     cost: Cost = field(default_factory=Cost)
     halo: int | None = None  # tile context in input units, measured at warm-up; None: never tiled
+    gradient: Gradient | None = None  # a decoder's gradient graph, if exported with one
 
     def __post_init__(self):
         self.key = self.key or self.role
@@ -163,11 +187,17 @@ class Autoencoder:
         """Latent values for a 32x32 image."""
         return self.encoder.facts.get("latent_size_32x32")
 
+    @property
+    def gradient(self) -> Gradient | None:
+        """The decoder's gradient graph: what `refine` needs."""
+        return self.decoder.gradient
+
     def describe(self, default: bool) -> dict:
         test = self.encoder.facts.get("test", {})
         return {"name": self.name, "default": default, "version": self.version, "latent_size_32x32": self.latent_size,
                 "stride": self.encoder.stride, "latent_channels": self.encoder.output_channels,
                 "test_psnr": test.get("psnr"), "pca_psnr": test.get("pca_psnr"),
+                "refine": self.gradient.describe() if self.gradient else None,
                 "models": [self.encoder.key, self.decoder.key]}
 
 
@@ -217,6 +247,9 @@ def load_models(model_dir: Path, providers: str = "auto", intra_op_threads: int 
         if providers == "cuda" and "CUDAExecutionProvider" not in session.get_providers():
             raise ModelLoadError(f"{path}: the CUDA provider failed to load (see onnxruntime's log); not falling back to CPU")
         models[key] = Model(entry.role, facts, session, key)
+        if entry.gradient:
+            gradient = ort.InferenceSession(str(model_dir / entry.gradient["file"]), sess_options=options, providers=chosen)
+            models[key].gradient = Gradient(entry.gradient, gradient)
         log.info("loaded %s (%s v%s) from %s with providers %s", key, facts["name"], facts.get("version", 1), path, session.get_providers())
     return ModelSet(models, manifest.default_autoencoder)
 
@@ -232,7 +265,7 @@ def _median_seconds(model: Model, x: np.ndarray, runs: int, options: ort.RunOpti
 
 # Input sides (in input units) the warm-up measures at: large enough that the cost per pixel is not the
 # fixed cost of a run, small enough to take well under a second per model on a 2-core CPU.
-PROBE_SIDE = {"encoder": 256, "decoder": 32, "colorizer": 96}
+PROBE_SIDE = {"encoder": 256, "decoder": 32, "colorizer": 96, "gradient": 128}
 
 
 def warm_up(models: dict[str, Model], runs: int = 5) -> None:
@@ -266,3 +299,39 @@ def warm_up(models: dict[str, Model], runs: int = 5) -> None:
             side=max(side // 2, 16), max_side=side * 2)
         log.info("%s: %.3f ms per run + %.3f s per megapixel, %.0f bytes per pixel at peak, tile halo %s",
                  model.key, model.cost.fixed_s * 1e3, per_px * 1e6, model.cost.bytes_per_pixel, model.halo)
+        if model.gradient is not None:
+            warm_up_gradient(model, runs)
+
+
+def warm_up_gradient(decoder: Model, runs: int) -> None:
+    """Measure a decoder's gradient graph as warm_up measures models: seconds per step and per pixel, peak
+    bytes per pixel (image pixels), at one latent unit and at PROBE_SIDE["gradient"] pixels a side."""
+    gradient, stride, channels = decoder.gradient, decoder.stride, decoder.input_channels
+    rng = np.random.default_rng(0)
+
+    def step_inputs(units: int):
+        return (rng.standard_normal((1, channels, units, units), dtype=np.float32),
+                rng.random((1, 3, units * stride, units * stride), dtype=np.float32))
+
+    def median_s(inputs, repeats, options):
+        times = []
+        for _ in range(repeats):
+            started = time.perf_counter()
+            gradient.run(*inputs, options)
+            times.append(time.perf_counter() - started)
+        return sorted(times)[len(times) // 2]
+
+    shrinking = decoder.run_options(SHRINK_ABOVE_BYTES + 1)
+    small, big = step_inputs(1), step_inputs(max(1, PROBE_SIDE["gradient"] // stride))
+    gradient.run(*small)
+    small_s = median_s(small, runs, shrinking)
+    gradient.run(*big, shrinking)
+    with PeakSampler() as peak:
+        gradient.run(*big, shrinking)
+    held = max(peak.peak_delta, 2 * big[0].nbytes + big[1].nbytes)  # at least its inputs and the gradient
+    big_s = median_s(big, max(1, runs // 2), shrinking)
+    small_px, big_px = small[1].shape[2] * small[1].shape[3], big[1].shape[2] * big[1].shape[3]
+    per_px = max(0.0, (big_s - small_s) / max(1, big_px - small_px)) or big_s / big_px
+    gradient.cost = Cost(fixed_s=max(0.0, small_s - per_px * small_px), seconds_per_pixel=per_px, bytes_per_pixel=held / big_px)
+    log.info("%s gradient: %.3f ms per step + %.3f s per megapixel per step, %.0f bytes per pixel at peak",
+             decoder.key, gradient.cost.fixed_s * 1e3, per_px * 1e6, gradient.cost.bytes_per_pixel)

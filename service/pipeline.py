@@ -19,7 +19,9 @@ from PIL import Image
 
 from service import images
 from service.deps import Runtime
+from service.errors import ServiceError
 from service.models import Autoencoder, Model
+from cae.refine import refine_latents
 from service.tiling import plan_tiles, run_tile
 
 # Below this many pixels an image is decoded and encoded on the event loop: a thread hand-off costs more.
@@ -106,17 +108,60 @@ def model_hw(job: ImageJob, size: str, stride: int) -> tuple[int, int]:
     return (32, 32) if size == "32" else (_padded(job.hw[0], stride), _padded(job.hw[1], stride))
 
 
-def plan_reconstruct(runtime: Runtime, job: ImageJob, size: str, ae: Autoencoder, encode_only: bool = False) -> None:
+def plan_reconstruct(runtime: Runtime, job: ImageJob, size: str, ae: Autoencoder, encode_only: bool = False,
+                     refine: int = 0) -> None:
     encoder = ae.encoder
     h, w = model_hw(job, size, encoder.stride)
     enc = plan_run(runtime, encoder, h, w)
     seconds, peak = enc.seconds, enc.peak_bytes
+    if refine:
+        step_s, step_bytes = plan_refine(runtime, ae, h, w)
+        # The float input (counted in the I/O bytes) is kept while refining, /encode's too.
+        seconds, peak = seconds + refine * step_s, max(peak, step_bytes + 12 * h * w * encode_only)
     if not encode_only:
         decoder = ae.decoder
         dec = plan_run(runtime, decoder, h // encoder.stride, w // encoder.stride)
         seconds, peak = seconds + dec.seconds, max(peak, dec.peak_bytes)
     io = IO_BYTES_PER_PIXEL["encode" if encode_only else "reconstruct"]
     job.need_bytes, job.need_s = io * max(job.pixels, h * w) + peak, seconds
+
+
+def check_refine(runtime: Runtime, ae: Autoencoder, steps: int) -> None:
+    """A `refine` the service can do for `ae`, or a clear 422."""
+    limit = runtime.settings.max_refine_steps
+    if steps > limit:
+        raise ServiceError(422, "invalid_refine", f"refine is at most {limit} steps (CAE_MAX_REFINE_STEPS), got {steps}")
+    if steps and ae.gradient is None:
+        able = ", ".join(sorted(n for n, a in runtime.models.autoencoders.items() if a.gradient is not None)) or "none"
+        raise ServiceError(422, "refine_unavailable", f"autoencoder {ae.name} was exported without its decoder's gradient "
+                           f"graph, so it cannot refine (these can: {able})")
+
+
+def plan_refine(runtime: Runtime, ae: Autoencoder, h: int, w: int) -> tuple[float, int]:
+    """Seconds and peak bytes of one refinement step on an h x w model input: the whole image in one run
+    (a latent's gradient needs every output pixel it reaches), so it must fit one run's memory."""
+    cost = ae.gradient.cost
+    per_px = cost.bytes_per_pixel or UNMEASURED_BYTES_PER_PIXEL
+    limit = min(runtime.settings.tile_memory_mb << 20, runtime.admission.budget_bytes // 2)
+    if per_px * h * w > limit:
+        raise ServiceError(413, "request_too_large", f"refining runs on the whole image at once: {h}x{w} needs an estimated "
+                           f"{per_px * h * w / 2**20:,.0f} MB per step, more than one run may use ({limit / 2**20:,.0f} MB, "
+                           f"CAE_TILE_MEMORY_MB); refine images up to {limit / per_px / 1e6:.2f} megapixels, or use size=32 "
+                           "or refine=0")
+    return cost.seconds(h * w), int(per_px * h * w)
+
+
+async def refine_latent(runtime: Runtime, ae: Autoencoder, z: np.ndarray, x: np.ndarray, steps: int, deadline: float) -> np.ndarray:
+    """`steps` Adam steps on the latent z (C, h, w) of the model input x (3, H, W) against the decoder
+    (cae.refine), run in the decoder's thread in turn with its other work; stopped at the deadline."""
+    gradient, batcher = ae.gradient, runtime.batchers[ae.decoder.key]
+    pixels = x.shape[1] * x.shape[2]
+
+    def work(options):
+        return refine_latents(lambda latent, image: gradient.run(latent, image, options), z[None], x[None], steps, gradient.lr)[0]
+
+    return await batcher.call(work, pixels, deadline, expected_s=steps * gradient.cost.seconds(pixels),
+                              expected_bytes=gradient.cost.bytes(pixels))
 
 
 def plan_colorize(runtime: Runtime, job: ImageJob, size: str) -> tuple[int, int] | None:
@@ -137,17 +182,23 @@ def _model_input(image: Image.Image, size: str, stride: int) -> tuple[np.ndarray
     return images.to_model_input(np.asarray(images.load_rgb(image), dtype=np.uint8), size, stride)
 
 
-async def reconstruct_one(runtime: Runtime, job: ImageJob, size: str, fmt: str, ae: Autoencoder, deadline: float) -> bytes:
+async def reconstruct_one(runtime: Runtime, job: ImageJob, size: str, fmt: str, ae: Autoencoder, deadline: float,
+                          refine: int = 0) -> bytes:
     x, out_hw = await offload(job.pixels, _model_input, job.image, size, ae.encoder.stride)
     z = await run_model(runtime, ae.encoder.key, x, deadline)
+    if refine:
+        z = await refine_latent(runtime, ae, z, x, refine, deadline)
     del x  # the float input is the largest buffer: let it go before the decoder's output exists
     out = await run_model(runtime, ae.decoder.key, z, deadline)
     return await offload(job.pixels, images.encode_image, out, out_hw, fmt)
 
 
-async def encode_one(runtime: Runtime, job: ImageJob, size: str, ae: Autoencoder, deadline: float) -> np.ndarray:
+async def encode_one(runtime: Runtime, job: ImageJob, size: str, ae: Autoencoder, deadline: float, refine: int = 0) -> np.ndarray:
     x, _ = await offload(job.pixels, _model_input, job.image, size, ae.encoder.stride)
-    return await run_model(runtime, ae.encoder.key, x, deadline)
+    z = await run_model(runtime, ae.encoder.key, x, deadline)
+    if refine:
+        z = await refine_latent(runtime, ae, z, x, refine, deadline)
+    return z
 
 
 async def colorize_one(runtime: Runtime, job: ImageJob, size: str, fmt: str, work: tuple[int, int] | None,

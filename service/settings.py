@@ -48,6 +48,8 @@ class Settings(BaseSettings):
                                          "full-resolution luma; 1: full resolution")
     colorize_max_work_pixels: int = Field(128 * 256, ge=1024, description="the largest resolution (pixels) /colorize "
                                           "predicts colour at; larger images are scaled down further for that step")
+    max_refine_steps: int = Field(100, ge=0, description="most Adam steps `refine` may ask of /encode and /reconstruct "
+                                  "(each costs about a decoder's forward and backward pass on the whole image)")
     max_json_values: int = Field(1 << 22, ge=1, description="most numbers in one JSON response (latents, V2 tensors): "
                                  "413 before running beyond")
     body_timeout_s: float = Field(60.0, gt=0, description="a request body must arrive within this many seconds of its "

@@ -6,7 +6,7 @@ decoder (Adam on the per-image log-MSE, starting from the encoder's latent) and 
 The gap is an upper bound on what a better encoder alone can win for that decoder (training both
 together can win more): 0.58-0.89 dB for the shipped pae members on validation. An encoder CNN grown
 from a trained run (PCAAutoencoder.load_weights) did not find it in 10 CPU epochs; refining each latent
-at encode time does (export/gradient.py, service/refine.py, benchmarks/refine_latents.py).
+at encode time does (export/gradient.py, cae/refine.py, benchmarks/refine_latents.py).
 """
 
 from __future__ import annotations

@@ -22,6 +22,10 @@ router = APIRouter(tags=["images"])
 Size = Literal["native", "32"]
 Format = Literal["png", "jpeg", "webp"]
 MODEL_HELP = "which autoencoder (GET /v1/models lists them); default: the service's default autoencoder"
+REFINE_HELP = ("Adam steps refining each latent against the decoder before it is returned or decoded (0: the encoder's "
+               "latent as it is); better reconstructions for the autoencoders exported with a gradient graph (GET /v1/models "
+               "says which, and what each step count gained on the test split), at about a decoder's forward and backward "
+               "pass per step on the whole image")
 SIZE_HELP = "native: run at the image's own size (padded to the model's stride, cropped back); 32: resize to 32x32"
 
 IMAGE_BODY = {
@@ -95,13 +99,15 @@ def _totals(jobs: list[pipeline.ImageJob]) -> tuple[int, float]:
 @router.post("/reconstruct", summary="Encode and decode an image", openapi_extra=IMAGE_BODY, responses=IMAGE_RESPONSES,
              response_class=Response)
 async def reconstruct(request: Request, size: Size = Query("native", description=SIZE_HELP), format: Format = "png",
-                      model: str | None = Query(None, description=MODEL_HELP), runtime: Runtime = Depends(get_runtime)):
+                      model: str | None = Query(None, description=MODEL_HELP), refine: int = Query(0, ge=0, description=REFINE_HELP),
+                      runtime: Runtime = Depends(get_runtime)):
     ae = runtime.autoencoder(model)
+    pipeline.check_refine(runtime, ae, refine)
     jobs = await _open_all(request, runtime)
     for job in jobs:
-        pipeline.plan_reconstruct(runtime, job, size, ae)
+        pipeline.plan_reconstruct(runtime, job, size, ae, refine=refine)
     async with runtime.admit(*_totals(jobs), (ae.encoder.key, ae.decoder.key)) as deadline:
-        outputs = await asyncio.gather(*[pipeline.reconstruct_one(runtime, job, size, format, ae, deadline) for job in jobs])
+        outputs = await asyncio.gather(*[pipeline.reconstruct_one(runtime, job, size, format, ae, deadline, refine) for job in jobs])
     return _image_response(outputs, format, ae)
 
 
@@ -126,25 +132,29 @@ class Latent(BaseModel):
 class EncodeResponse(BaseModel):
     model: str
     version: str
+    refine: int | None = Field(None, description="the Adam steps each latent was refined by, if asked")
     results: list[Latent] = Field(..., description="one per image, in order")
 
 
 @router.post("/encode", summary="An image's latent vector", openapi_extra=IMAGE_BODY, response_model=EncodeResponse,
              responses={k: v for k, v in IMAGE_RESPONSES.items() if k != 200})
 async def encode(request: Request, size: Size = Query("32", description=SIZE_HELP + " (default 32: a fixed-length vector)"),
-                 model: str | None = Query(None, description=MODEL_HELP), runtime: Runtime = Depends(get_runtime)):
+                 model: str | None = Query(None, description=MODEL_HELP), refine: int = Query(0, ge=0, description=REFINE_HELP),
+                 runtime: Runtime = Depends(get_runtime)):
     ae = runtime.autoencoder(model)
+    pipeline.check_refine(runtime, ae, refine)
     encoder = ae.encoder
     jobs = await _open_all(request, runtime)
     values = 0
     for job in jobs:
-        pipeline.plan_reconstruct(runtime, job, size, ae, encode_only=True)
+        pipeline.plan_reconstruct(runtime, job, size, ae, encode_only=True, refine=refine)
         h, w = pipeline.model_hw(job, size, encoder.stride)
         values += encoder.output_channels * (h // encoder.stride) * (w // encoder.stride)
     _check_json_values(runtime, values)
-    async with runtime.admit(*_totals(jobs), (encoder.key,)) as deadline:
-        latents = await asyncio.gather(*[pipeline.encode_one(runtime, job, size, ae, deadline) for job in jobs])
-    body = await pipeline.to_json(values, {"model": ae.name, "version": ae.version,
+    # Refining runs in the decoder's thread: its queue counts in the backlog too.
+    async with runtime.admit(*_totals(jobs), (encoder.key, ae.decoder.key) if refine else (encoder.key,)) as deadline:
+        latents = await asyncio.gather(*[pipeline.encode_one(runtime, job, size, ae, deadline, refine) for job in jobs])
+    body = await pipeline.to_json(values, {"model": ae.name, "version": ae.version, **({"refine": refine} if refine else {}),
                                            "results": [{"shape": list(z.shape), "latent": z} for z in latents]})
     return Response(body, media_type="application/json")
 

@@ -260,3 +260,28 @@ def test_cli_output_into_a_closed_pipe_is_not_an_error(model_dir, tmp_path):
     finally:
         proc.terminate()
         proc.wait(30)
+
+
+def test_refine_through_the_client_and_the_cli(app_client, tmp_path, monkeypatch, capsys):
+    cae = app_client()
+    image = png(size=(32, 32))
+    plain, refined = cae.encode(image), cae.encode(image, refine=10)
+    assert plain.refine == 0 and refined.refine == 10 and refined.shape == plain.shape
+    assert not np.allclose(plain.latent, refined.latent)
+    # A refined latent decodes to what /reconstruct?refine gives: the same latent, the same decoder.
+    assert np.array_equal(np.asarray(cae.decode(refined).image), np.asarray(cae.reconstruct(image, refine=10).image))
+    with pytest.raises(InvalidInput, match="refine_unavailable|cannot refine"):
+        cae.reconstruct(image, refine=5, model="tiny_fine")
+
+    transport = cae._http._transport
+    real_init = Client.__init__
+    monkeypatch.setattr(Client, "__init__", lambda self, **kw: real_init(self, **{**kw, "transport": transport,
+                                                                              "base_url": "http://testserver"}))
+    src = tmp_path / "in.png"
+    src.write_bytes(image)
+    capsys.readouterr()
+    assert cli_main(["encode", str(src), "--json", "--refine", "10"]) == 0
+    body = json.loads(capsys.readouterr().out)
+    assert body["refine"] == 10 and np.allclose(np.asarray(body["results"][0]["latent"]), refined.latent.ravel())
+    assert cli_main(["reconstruct", str(src), "-o", str(tmp_path / "refined.png"), "--refine", "10"]) == 0
+    assert np.array_equal(np.asarray(Image.open(tmp_path / "refined.png")), np.asarray(cae.reconstruct(image, refine=10).image))

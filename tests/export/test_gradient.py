@@ -5,7 +5,7 @@ import torch
 
 from export.gradient import export_decoder_gradient
 from export.onnx_export import session
-from service.refine import onnx_gradient, refine_latents
+from cae.refine import onnx_gradient, refine_latents
 from training.model import PCAAutoencoder, PCAAutoencoderConfig, for_inference
 
 

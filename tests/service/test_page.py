@@ -48,6 +48,17 @@ def test_page_shows_original_reconstruction_and_colorization(model_dir, tmp_path
         WebDriverWait(driver, 30).until(lambda d: d.find_element(By.TAG_NAME, "body").get_attribute("data-done"))
         asked = driver.execute_script("return performance.getEntriesByType('resource').map(e => e.name).filter(n => n.includes('/reconstruct'))")
         assert asked[-1].endswith("/reconstruct?size=32&model=tiny_fine") and driver.find_element(By.ID, "error").text == ""
+        # tiny_fine has no gradient graph: refine is offered only for tiny_autoencoder, and asked for when chosen.
+        assert driver.execute_script("return document.getElementById('refine').disabled") is True
+        driver.execute_script("document.body.dataset.done = ''")
+        driver.execute_script("const s = document.getElementById('autoencoder'); s.value = 'tiny_autoencoder'; s.dispatchEvent(new Event('change'))")
+        assert driver.execute_script("return document.getElementById('refine').disabled") is False
+        WebDriverWait(driver, 30).until(lambda d: d.find_element(By.TAG_NAME, "body").get_attribute("data-done"))
+        driver.execute_script("document.body.dataset.done = ''")
+        driver.execute_script("const s = document.getElementById('refine'); s.value = '10'; s.dispatchEvent(new Event('change'))")
+        WebDriverWait(driver, 30).until(lambda d: d.find_element(By.TAG_NAME, "body").get_attribute("data-done"))
+        asked = driver.execute_script("return performance.getEntriesByType('resource').map(e => e.name).filter(n => n.includes('/reconstruct'))")
+        assert asked[-1].endswith("/reconstruct?size=32&model=tiny_autoencoder&refine=10") and driver.find_element(By.ID, "error").text == ""
         # A file that is not an image: the service's message is shown, not a broken page.
         bad = tmp_path / "notes.png"
         bad.write_bytes(b"not an image")

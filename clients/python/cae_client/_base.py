@@ -37,6 +37,7 @@ class LatentResult:
     latent: np.ndarray  # float32 (C, h, w)
     model: str
     version: str
+    refine: int = 0  # Adam steps it was refined by against the decoder (0: the encoder's own)
 
     @property
     def shape(self) -> tuple[int, ...]:
@@ -126,8 +127,8 @@ def _open(data: bytes) -> Image.Image:
 def parse_latents(response: httpx.Response) -> list[LatentResult]:
     raise_for_error(response)
     body = response.json()
-    return [LatentResult(np.asarray(r["latent"], np.float32).reshape(r["shape"]), body["model"], str(body["version"]))
-            for r in body["results"]]
+    return [LatentResult(np.asarray(r["latent"], np.float32).reshape(r["shape"]), body["model"], str(body["version"]),
+                         int(body.get("refine") or 0)) for r in body["results"]]
 
 
 def latent_body(latent: LatentResult | np.ndarray | dict) -> dict:

@@ -16,9 +16,11 @@ def _headers(api_key: str | None) -> dict[str, str]:
     return {"Authorization": f"Bearer {api_key}"} if api_key else {}
 
 
-def _image_params(size: str, format: str | None = None, model: str | None = None) -> dict[str, str]:
-    """Query parameters; `model`: which autoencoder of the service's family (None: its default)."""
-    return {"size": size, **({"format": format} if format else {}), **({"model": model} if model else {})}
+def _image_params(size: str, format: str | None = None, model: str | None = None, refine: int = 0) -> dict[str, str]:
+    """Query parameters; `model`: which autoencoder of the service's family (None: its default); `refine`:
+    Adam steps refining each latent against the decoder (0: the encoder's latent as it is)."""
+    return {"size": size, **({"format": format} if format else {}), **({"model": model} if model else {}),
+            **({"refine": str(refine)} if refine else {})}
 
 
 class Client:
@@ -60,12 +62,12 @@ class Client:
 
     # Images in, images out.
     def reconstruct(self, image: ImageInput, *, size: str = "native", format: str | None = None,
-                    model: str | None = None) -> ImageResult:
-        return self.reconstruct_batch([image], size=size, format=format, model=model)[0]
+                    model: str | None = None, refine: int = 0) -> ImageResult:
+        return self.reconstruct_batch([image], size=size, format=format, model=model, refine=refine)[0]
 
     def reconstruct_batch(self, images: list[ImageInput], *, size: str = "native", format: str | None = None,
-                          model: str | None = None) -> list[ImageResult]:
-        return _base.parse_images(self._send(**_base.image_request("/reconstruct", images, _image_params(size, format, model))))
+                          model: str | None = None, refine: int = 0) -> list[ImageResult]:
+        return _base.parse_images(self._send(**_base.image_request("/reconstruct", images, _image_params(size, format, model, refine))))
 
     def colorize(self, image: ImageInput, *, size: str = "native", format: str | None = None) -> ImageResult:
         return self.colorize_batch([image], size=size, format=format)[0]
@@ -74,11 +76,12 @@ class Client:
         return _base.parse_images(self._send(**_base.image_request("/colorize", images, _image_params(size, format))))
 
     # Latents.
-    def encode(self, image: ImageInput, *, size: str = "32", model: str | None = None) -> LatentResult:
-        return self.encode_batch([image], size=size, model=model)[0]
+    def encode(self, image: ImageInput, *, size: str = "32", model: str | None = None, refine: int = 0) -> LatentResult:
+        return self.encode_batch([image], size=size, model=model, refine=refine)[0]
 
-    def encode_batch(self, images: list[ImageInput], *, size: str = "32", model: str | None = None) -> list[LatentResult]:
-        return _base.parse_latents(self._send(**_base.image_request("/encode", images, _image_params(size, model=model))))
+    def encode_batch(self, images: list[ImageInput], *, size: str = "32", model: str | None = None,
+                     refine: int = 0) -> list[LatentResult]:
+        return _base.parse_latents(self._send(**_base.image_request("/encode", images, _image_params(size, model=model, refine=refine))))
 
     def decode(self, latent, *, format: str | None = None, model: str | None = None) -> ImageResult:
         """`latent`: an `encode` result (decoded by the autoencoder that made it), an array (C, h, w), or a
@@ -140,12 +143,12 @@ class AsyncClient:
             attempt += 1
 
     async def reconstruct(self, image: ImageInput, *, size: str = "native", format: str | None = None,
-                    model: str | None = None) -> ImageResult:
-        return (await self.reconstruct_batch([image], size=size, format=format, model=model))[0]
+                    model: str | None = None, refine: int = 0) -> ImageResult:
+        return (await self.reconstruct_batch([image], size=size, format=format, model=model, refine=refine))[0]
 
     async def reconstruct_batch(self, images: list[ImageInput], *, size: str = "native", format: str | None = None,
-                          model: str | None = None) -> list[ImageResult]:
-        return _base.parse_images(await self._send(**_base.image_request("/reconstruct", images, _image_params(size, format, model))))
+                          model: str | None = None, refine: int = 0) -> list[ImageResult]:
+        return _base.parse_images(await self._send(**_base.image_request("/reconstruct", images, _image_params(size, format, model, refine))))
 
     async def colorize(self, image: ImageInput, *, size: str = "native", format: str | None = None) -> ImageResult:
         return (await self.colorize_batch([image], size=size, format=format))[0]
@@ -153,11 +156,12 @@ class AsyncClient:
     async def colorize_batch(self, images: list[ImageInput], *, size: str = "native", format: str | None = None) -> list[ImageResult]:
         return _base.parse_images(await self._send(**_base.image_request("/colorize", images, _image_params(size, format))))
 
-    async def encode(self, image: ImageInput, *, size: str = "32", model: str | None = None) -> LatentResult:
-        return (await self.encode_batch([image], size=size, model=model))[0]
+    async def encode(self, image: ImageInput, *, size: str = "32", model: str | None = None, refine: int = 0) -> LatentResult:
+        return (await self.encode_batch([image], size=size, model=model, refine=refine))[0]
 
-    async def encode_batch(self, images: list[ImageInput], *, size: str = "32", model: str | None = None) -> list[LatentResult]:
-        return _base.parse_latents(await self._send(**_base.image_request("/encode", images, _image_params(size, model=model))))
+    async def encode_batch(self, images: list[ImageInput], *, size: str = "32", model: str | None = None,
+                     refine: int = 0) -> list[LatentResult]:
+        return _base.parse_latents(await self._send(**_base.image_request("/encode", images, _image_params(size, model=model, refine=refine))))
 
     async def decode(self, latent, *, format: str | None = None, model: str | None = None) -> ImageResult:
         """`latent`: an `encode` result (decoded by the autoencoder that made it), an array (C, h, w), or a

@@ -5,6 +5,7 @@
     cae-client encode in.png --json > latent.json      # the service's own /encode JSON
     cae-client decode latent.json -o out.png             # takes that, a curl'd /encode body, or one {shape, latent}
     cae-client reconstruct in.png -o out.png --model rae_w64_d1_z2_b1   # another autoencoder of the family
+    cae-client reconstruct in.png -o out.png --refine 25  # each latent refined against the decoder first
     cae-client models
 
 The service address and key come from --url/--api-key or CAE_URL/CAE_API_KEY.
@@ -23,6 +24,8 @@ from cae_client.errors import CaeError
 
 
 MODEL_HELP = "which autoencoder of the service's family (`cae-client models` lists them; default: the service's default)"
+REFINE_HELP = ("Adam steps refining each latent against the decoder (default 0: the encoder's latent); `cae-client models` "
+               "says which autoencoders can and what each step count gained")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -39,9 +42,11 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--format", default=None, choices=["png", "jpeg", "webp"], help="default: from the output suffix, else png")
         if name == "reconstruct":
             p.add_argument("--model", default=None, help=MODEL_HELP)
+            p.add_argument("--refine", type=int, default=0, metavar="STEPS", help=REFINE_HELP)
     p = sub.add_parser("encode", help="latent vectors of images")
     p.add_argument("images", nargs="+", type=Path)
     p.add_argument("--model", default=None, help=MODEL_HELP)
+    p.add_argument("--refine", type=int, default=0, metavar="STEPS", help=REFINE_HELP)
     p.add_argument("--json", action="store_true", help="print the service's /encode JSON (what decode takes); default: a summary")
     p.add_argument("--size", default="32", choices=["native", "32"])
     p = sub.add_parser("decode", help="latents (JSON from encode) back to images")
@@ -90,7 +95,7 @@ def _run(args) -> int:
             if args.command in ("reconstruct", "colorize"):
                 fmt = _format_for(args.output, args.format) if len(args.images) == 1 else (args.format or "png")
                 method = getattr(client, f"{args.command}_batch")
-                extra = {"model": args.model} if args.command == "reconstruct" else {}
+                extra = {"model": args.model, "refine": args.refine} if args.command == "reconstruct" else {}
                 results = method(args.images, size=args.size, format=fmt, **extra)
                 if len(results) == 1:
                     results[0].image.save(args.output)
@@ -102,9 +107,10 @@ def _run(args) -> int:
                         r.image.save(out)
                         print(out)
             elif args.command == "encode":
-                latents = client.encode_batch(args.images, size=args.size, model=args.model)
+                latents = client.encode_batch(args.images, size=args.size, model=args.model, refine=args.refine)
                 if args.json:  # the same shape as the service's /encode response
                     print(json.dumps({"model": latents[0].model, "version": latents[0].version,
+                                      **({"refine": latents[0].refine} if latents[0].refine else {}),
                                       "results": [z.to_json() for z in latents]}))
                 else:
                     for src, z in zip(args.images, latents):
