@@ -146,6 +146,7 @@ def _family_section(manifest: dict) -> list[str]:
         lines.append(f"| {name}{' (default)' if name == default else ''} | {f['latent_size_32x32']} | {shape} | {params:,} | "
                      f"{'-' if cost.get(name) is None else f'{cost[name]:,}'} | {f['checkpoint']['epochs']} | {test['psnr']:.2f} | {_fmt(test.get('pca_psnr'))} | "
                      f"{'-' if margin is None else f'{margin:+.2f}'} | {_fmt(test.get('ssim'), 3)} | {verdict} |")
+    lines += _refined_section(members, models)
     lines += ["", "Trained with:", ""]
     for f in members:
         origin = f" (kept from an earlier export: {f['reused_from']['folder']}, {f['reused_from']['created']})" if f.get("reused_from") else ""
@@ -158,6 +159,35 @@ def _family_section(manifest: dict) -> list[str]:
     if sel:
         lines += [f"Default chosen by rule: {sel['rule']}.", ""]
     return lines + _family_gap(members)
+
+
+def _refined(f: dict, models: dict) -> dict | None:
+    """A member's gradient facts (from its decoder's entry), if it was exported with one."""
+    return models.get(f"{f['autoencoder']}.decoder", {}).get("gradient")
+
+
+def _refined_section(members: list[dict], models: dict) -> list[str]:
+    able = [(f, _refined(f, models)) for f in members if _refined(f, models)]
+    if not able:
+        return []
+    steps = sorted({int(t) for _, g in able for t in g["test"]["psnr_by_steps"]})
+    most = str(steps[-1])
+    lines = ["", "### Refined latents (`refine=<steps>`)", "",
+             "The encoder's latent is a first guess: refining it with Adam against the decoder (its gradient graph, "
+             "`<name>/gradient.onnx`, exported beside it and checked against autograd) reconstructs closer. The service does it "
+             "when asked (`refine=<steps>` on /encode and /reconstruct); each step costs about a decoder's forward and backward "
+             "pass. Adam's step size was chosen on validation; PSNR on the test split:", "",
+             "| autoencoder | Adam step size | " + " | ".join(["0 steps"] + [f"{t} steps" for t in steps]) + f" | margin at {most} steps (dB) | target |",
+             "|---|---|" + "---|" * (len(steps) + 3)]
+    for f, g in able:
+        by_steps = g["test"]["psnr_by_steps"]
+        pca = f["test"].get("pca_psnr")
+        margin = by_steps[most] - pca if pca is not None and most in by_steps else None
+        verdict = "-" if margin is None else ("met" if margin >= TARGET_MARGIN_DB else f"**missed by {TARGET_MARGIN_DB - margin:.2f} dB**")
+        lines.append(f"| {f['autoencoder']} | {g['lr']:g} | {g['test']['psnr']:.2f} | "
+                     + " | ".join(_fmt(by_steps.get(str(t))) for t in steps)
+                     + f" | {'-' if margin is None else f'{margin:+.2f}'} | {verdict} |")
+    return lines
 
 
 def _family_gap(members: list[dict]) -> list[str]:
@@ -178,9 +208,9 @@ def _family_gap(members: list[dict]) -> list[str]:
             "at every size); residual autoencoders with widths 16-64, several grids, MSE and psnr losses, EMA and flips, "
             "100 GPU epochs (+0.21 to +0.79 dB); autoencoders that start as PCA (pae), 30-40 CPU epochs with flips "
             "(+0.60 to +1.01 dB), with pilots of an encoder CNN (also grown from a trained member), a deeper and a wider "
-            "refiner, and a longer schedule. Measured but not served yet: refining each latent against the decoder "
-            "(benchmarks/refine_latents.py) takes the pae members at 128, 256 and 512 values past the target and the one "
-            "at 64 to +1.10 dB. Not yet tried: the pae recipe for 100+ epochs on a GPU.", ""]
+            "refiner, and a longer schedule; refining each latent against the decoder (served as `refine=<steps>`, "
+            "the table above), which the plain margins do not include. Not yet tried: the pae recipe for 100+ epochs "
+            "on a GPU.", ""]
 
 
 def render(manifest: dict) -> str:
@@ -194,6 +224,10 @@ def render(manifest: dict) -> str:
     lines += ["| file | what it is for | tensors | stride | parameters | sha256 (first 12) |", "|---|---|---|---|---|---|"]
     for key, f in models.items():
         lines.append(f"| `{f['file']}` | {f['name']} ({f['role']}) | {_io(f)} | {f['stride']} | {f['parameters']:,} | `{f['sha256'][:12]}` |")
+        if f.get("gradient"):
+            g = f["gradient"]
+            lines.append(f"| `{g['file']}` | {f['name']} (the decoder's gradient, for `refine`) | latent, image -> gradient, mse | "
+                         f"{f['stride']} | (the decoder's) | `{g['sha256'][:12]}` |")
     lines.append("")
 
     lines += _family_section(manifest)
@@ -239,6 +273,10 @@ def render(manifest: dict) -> str:
               "Max |ONNX - PyTorch| per check (random and real images, at 32x32 and a larger size):", ""]
     for f in models.values():
         lines.append(f"- `{f['file']}`: " + ", ".join(f"{k} {v:.1e}" for k, v in f["parity"].items()))
+    for f in models.values():
+        if f.get("gradient"):
+            lines.append(f"- `{f['gradient']['file']}` (relative to the largest autograd gradient): "
+                         + ", ".join(f"{k} {v:.1e}" for k, v in f["gradient"]["parity"].items()))
     lines += ["", f"Exporter `{next(iter(models.values()))['exporter']}`, opset {next(iter(models.values()))['opset']}; "
               f"torch {manifest['versions']['torch']}, onnx {manifest['versions']['onnx']}, onnxruntime {manifest['versions']['onnxruntime']}.", "",
               LIMITS]

@@ -90,3 +90,23 @@ def test_the_card_says_where_the_family_misses_its_target_and_what_was_tried():
     second["latent_size_32x32"] = first["latent_size_32x32"]  # two members at one size: the better one's gap counts
     second["test"]["psnr"] = second["test"]["pca_psnr"] + 1.4
     assert f"short by 0.10 dB at {first['latent_size_32x32']}." in model_card.render(manifest)
+
+
+def test_the_card_reports_refined_latents_per_member_with_their_margin():
+    manifest = json.loads(SHIPPED.read_text())
+    decoders = [f for f in manifest["models"].values() if f["role"] == "decoder"]
+    for f in decoders:
+        f.pop("gradient", None)
+    assert "Refined latents" not in model_card.render(manifest)
+    decoder = decoders[0]
+    pca = manifest["models"][f"{decoder['autoencoder']}.encoder"]["test"]["pca_psnr"]
+    decoder["gradient"] = {"file": f"{decoder['autoencoder']}/gradient.onnx", "sha256": "ab" * 32, "lr": 0.02,
+                           "parity": {"one tile": 1e-6},
+                           "test": {"images": 5000, "psnr": pca + 0.9, "psnr_by_steps": {"10": pca + 1.3, "25": pca + 1.6}}}
+    card = model_card.render(manifest)
+    assert "### Refined latents (`refine=<steps>`)" in card
+    row = next(line for line in card.splitlines() if line.startswith(f"| {decoder['autoencoder']} | 0.02 |"))
+    assert row.endswith("| +1.60 | met |") and f"{pca + 1.3:.2f}" in row
+    assert f"`{decoder['autoencoder']}/gradient.onnx`" in card and "abababababab" in card
+    decoder["gradient"]["test"]["psnr_by_steps"]["25"] = pca + 1.2
+    assert "| +1.20 | **missed by 0.30 dB** |" in model_card.render(manifest)
