@@ -93,6 +93,10 @@ class InferenceServicer(service_pb2_grpc.GRPCInferenceServiceServicer):
         m = v2.versioned_model(runtime, name, request.model_version)
         if len(request.inputs) != 1:
             raise ServiceError(400, "invalid_request", f"inputs must be a list of one tensor, got {len(request.inputs)}")
+        # The request's `refine` parameter (int64_param), as the HTTP body's; any other kind is refused there.
+        param = request.parameters["refine"] if "refine" in request.parameters else None
+        choice = param.WhichOneof("parameter_choice") if param is not None else None
+        refine = v2.refine_steps(runtime, m, getattr(param, choice) if choice else None)
         tensor = request.inputs[0]
         shape = list(tensor.shape)
         v2.check_tensor(m, runtime.settings, tensor.name, shape, tensor.datatype)
@@ -114,7 +118,7 @@ class InferenceServicer(service_pb2_grpc.GRPCInferenceServiceServicer):
         for wanted in request.outputs:
             if wanted.name != output_name:
                 raise ServiceError(400, "invalid_request", f"the model has one output, {output_name!r}; asked for {wanted.name!r}")
-        async with v2.admitted_run(runtime, name, x, 8) as out:
+        async with v2.admitted_run(runtime, name, x, 8, refine) as out:
             output = service_pb2.ModelInferResponse.InferOutputTensor(name=output_name, datatype="FP32", shape=list(out.shape))
             return service_pb2.ModelInferResponse(model_name=name, model_version=m.version, id=request.id, outputs=[output],
                                                   raw_output_contents=[out.astype("<f4", copy=False).tobytes()])

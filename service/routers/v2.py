@@ -7,7 +7,8 @@ autoencoder of the family, `colorizer`; `encoder` and `decoder` are aliases for 
 may be flat or nested row-major lists; or, with `"parameters": {"binary_data_size": n}`, the tensor's n
 bytes of little-endian values follow the JSON, whose length is in the `Inference-Header-Content-Length`
 header. Outputs come back as JSON data, or binary (after the JSON, same header) when the request asks
-(`"parameters": {"binary_data_output": true}`, or `binary_data` on a requested output). Errors under
+(`"parameters": {"binary_data_output": true}`, or `binary_data` on a requested output). An encoder's
+request may ask `"parameters": {"refine": <steps>}`, as /encode?refine= does. Errors under
 /v2 are `{"error": "<message>"}`, as the protocol says (service.errors).
 """
 
@@ -209,16 +210,41 @@ def output_values(m, shape) -> int:
     return n * m.output_channels * m.geometry.out(h) * m.geometry.out(w)
 
 
+def refine_steps(runtime: Runtime, m, value) -> int:
+    """The request parameter `refine` (HTTP JSON or gRPC): Adam steps refining an encoder's latents against
+    its decoder, as /encode?refine= does; 0 when absent."""
+    if value is None:
+        return 0
+    if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+        raise _bad(f"parameters.refine must be a whole number of steps >= 0, got {value!r}", 422)
+    if value and m.role != "encoder":
+        raise _bad(f"parameters.refine applies to an encoder's latents; {m.key} is a {m.role}", 422)
+    if value:
+        pipeline.check_refine(runtime, runtime.autoencoder(m.autoencoder), value)
+    return value
+
+
 @asynccontextmanager
-async def admitted_run(runtime: Runtime, name: str, x: np.ndarray, response_bytes_per_value: int):
+async def admitted_run(runtime: Runtime, name: str, x: np.ndarray, response_bytes_per_value: int, refine: int = 0):
     """Run model `name` on the batch x once admitted (memory and time, as every request); the output array
-    is yielded while the admission still holds, so the response is built inside it."""
+    is yielded while the admission still holds, so the response is built inside it. `refine` (encoders):
+    Adam steps on each latent against the decoder (refine_steps)."""
     m = runtime.model(name)  # a key or an alias: the queue and admission are the key's
     n, _, h, w = x.shape
     plan = pipeline.plan_run(runtime, m, h, w)
     need_bytes = x.nbytes + response_bytes_per_value * output_values(m, x.shape) + plan.peak_bytes
-    async with runtime.admit(need_bytes, plan.seconds * n, (m.key,)) as deadline:
-        yield np.stack(await asyncio.gather(*[pipeline.run_model(runtime, m.key, item, deadline) for item in x]))
+    need_s, keys, ae = plan.seconds * n, (m.key,), None
+    if refine:
+        ae = runtime.autoencoder(m.autoencoder)
+        step_s, step_bytes = pipeline.plan_refine(runtime, ae, h, w)
+        need_s, need_bytes, keys = need_s + n * refine * step_s, max(need_bytes, x.nbytes + step_bytes), (m.key, ae.decoder.key)
+
+    async def one(item: np.ndarray, deadline: float) -> np.ndarray:
+        z = await pipeline.run_model(runtime, m.key, item, deadline)
+        return await pipeline.refine_latent(runtime, ae, z, item, refine, deadline) if refine else z
+
+    async with runtime.admit(need_bytes, need_s, keys) as deadline:
+        yield np.stack(await asyncio.gather(*[one(item, deadline) for item in x]))
 
 
 @router.post("/models/{name}/infer", summary="Inference (JSON, or JSON plus binary tensors)", openapi_extra=INFER_BODY)
@@ -229,6 +255,7 @@ async def infer(name: str, request: Request, version: str | None = None, runtime
     body = await asyncio.to_thread(_read_request, header) if len(header) > 256 * 1024 else _read_request(header)
     output_name = m.facts["outputs"][0]["name"]
     as_binary = _binary_output(body, output_name)
+    refine = refine_steps(runtime, m, (body.get("parameters") or {}).get("refine"))
     x = _input_array(body["inputs"][0], binary, m, runtime.settings)
     request_id = body.get("id")
     del body, header, binary
@@ -238,7 +265,7 @@ async def infer(name: str, request: Request, version: str | None = None, runtime
                            f"than the limit of {runtime.settings.max_json_values:,} (CAE_MAX_JSON_VALUES); send fewer or smaller "
                            "inputs, or ask for binary output")
     # The response: ~20 bytes a number as JSON text (and the array), 4 as binary (and the array).
-    async with admitted_run(runtime, name, x, 8 if as_binary else 40) as out:
+    async with admitted_run(runtime, name, x, 8 if as_binary else 40, refine) as out:
         meta = {"model_name": name, "model_version": m.version, **({"id": request_id} if request_id is not None else {})}
         tensor = {"name": output_name, "datatype": "FP32", "shape": list(out.shape)}
         if not as_binary:

@@ -106,3 +106,23 @@ def test_versions(triton):
     assert client.is_model_ready("encoder", model_version="1") and not client.is_model_ready("encoder", model_version="7")
     with pytest.raises(InferenceServerException, match="has no version '7'"):
         client.infer("encoder", [tensor], model_version="7", headers=HEADERS)
+
+
+def test_an_encoder_request_may_ask_to_refine(triton, model_dir):
+    from cae.refine import onnx_gradient, refine_latents
+    import onnxruntime as ort
+
+    client, _ = triton
+    x = np.random.default_rng(3).random((1, 3, 16, 16), dtype=np.float32)
+    tensor = grpcclient.InferInput("image", list(x.shape), "FP32")
+    tensor.set_data_from_numpy(x)
+    got = client.infer("tiny_autoencoder.encoder", [tensor], parameters={"refine": 10}, headers=HEADERS).as_numpy("latent")
+    session = ort.InferenceSession(str(model_dir / "tiny_autoencoder/gradient.onnx"), providers=["CPUExecutionProvider"])
+    expected = refine_latents(onnx_gradient(session), onnxruntime_reference(model_dir, "tiny_autoencoder.encoder", x), x, 10, lr=0.02)
+    np.testing.assert_allclose(got, expected, atol=1e-5)
+    with pytest.raises(InferenceServerException, match="whole number of steps"):
+        client.infer("tiny_autoencoder.encoder", [tensor], parameters={"refine": 2.5}, headers=HEADERS)
+    with pytest.raises(InferenceServerException, match="cannot refine"):
+        fine = grpcclient.InferInput("image", list(x.shape), "FP32")
+        fine.set_data_from_numpy(x)
+        client.infer("tiny_fine.encoder", [fine], parameters={"refine": 3}, headers=HEADERS)

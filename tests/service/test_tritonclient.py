@@ -82,3 +82,24 @@ def test_versioned_paths(triton):
     assert triton.is_model_ready("encoder", model_version="1") and not triton.is_model_ready("encoder", model_version="7")
     with pytest.raises(InferenceServerException, match="has no version '7'"):
         triton.infer("encoder", [tensor], model_version="7", headers=HEADERS)
+
+
+def test_an_encoder_request_may_ask_to_refine(triton, model_dir):
+    from cae.refine import onnx_gradient, refine_latents
+    import onnxruntime as ort
+
+    x = np.random.default_rng(2).random((2, 3, 16, 24), dtype=np.float32)
+    tensor = httpclient.InferInput("image", list(x.shape), "FP32")
+    tensor.set_data_from_numpy(x, binary_data=True)
+    got = triton.infer("tiny_autoencoder.encoder", [tensor], parameters={"refine": 10}, headers=HEADERS).as_numpy("latent")
+    session = ort.InferenceSession(str(model_dir / "tiny_autoencoder/gradient.onnx"), providers=["CPUExecutionProvider"])
+    expected = refine_latents(onnx_gradient(session), onnxruntime_reference(model_dir, "tiny_autoencoder.encoder", x), x, 10, lr=0.02)
+    np.testing.assert_allclose(got, expected, atol=1e-5)
+    for name, parameters, message in [("decoder", {"refine": 3}, "applies to an encoder"),
+                                      ("tiny_fine.encoder", {"refine": 3}, "cannot refine"),
+                                      ("encoder", {"refine": "many"}, "whole number of steps")]:
+        input_name, shape = INPUTS[name]
+        bad = httpclient.InferInput(input_name, list(shape), "FP32")
+        bad.set_data_from_numpy(np.zeros(shape, np.float32))
+        with pytest.raises(InferenceServerException, match=message):
+            triton.infer(name, [bad], parameters=parameters, headers=HEADERS)
