@@ -2,6 +2,7 @@
 
     python benchmarks/photo_size.py --models models --out results/serving/photo_size.json
     python benchmarks/photo_size.py --model rae_w64_d1_z2_b1 --burst-seconds 0 --out results/serving/photo_size_w64.json
+    python benchmarks/photo_size.py --endpoints '/reconstruct?refine=10' --sizes 0.01 0.05 0.25 1 --burst-seconds 0
 
 Starts `python -m service` on loopback with the given models and default settings, then:
 - for each endpoint (/reconstruct, /colorize, /encode?size=native) at 0.25, 1, 4 and 12 megapixels
@@ -193,6 +194,8 @@ def main(argv=None) -> int:
     parser.add_argument("--burst-connections", type=int, default=120, help="wrk connections in the burst (default 120)")
     parser.add_argument("--burst-seconds", type=int, default=15, help="burst duration (default 15; 0: no burst)")
     parser.add_argument("--model", default=None, help="autoencoder for /reconstruct and /encode (default: the default one)")
+    parser.add_argument("--endpoints", nargs="+", default=list(ENDPOINTS), help="paths with their query (default: "
+                        + " ".join(ENDPOINTS) + "), e.g. '/reconstruct?refine=10'")
     parser.add_argument("--out", default=None, help="write the results as JSON here")
     args = parser.parse_args(argv)
     if args.burst_seconds > 0 and shutil.which("wrk") is None:  # say so now, not after minutes of measuring
@@ -209,7 +212,7 @@ def main(argv=None) -> int:
         print(f"{'endpoint':<22}{'MP':>6}{'status':>8}{'seconds':>9}{'s/MP':>7}{'peak RSS MB':>13}{'B/px':>6}{'healthz worst ms':>18}")
         for mp in args.sizes:
             body = photo(mp, seed=int(mp * 100))
-            for path in ENDPOINTS:
+            for path in args.endpoints:
                 if args.model and not path.startswith("/colorize"):
                     path += ("&" if "?" in path else "?") + f"model={args.model}"
                 with Sampler(proc.pid, port) as s:
