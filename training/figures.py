@@ -64,9 +64,16 @@ def family_points(models_dir: Path) -> list[dict]:
     from cae.manifest import read_manifest
 
     manifest = read_manifest(models_dir)
+
+    def refined(ae) -> dict:
+        # With its decoder's gradient graph: the test PSNR at the most refine steps the export measured.
+        by_steps = ((ae.decoder.gradient or {}).get("test") or {}).get("psnr_by_steps") or {}
+        most = max(by_steps, key=int, default=None)
+        return {"refine_steps": int(most), "refined_psnr": by_steps[most]} if most else {}
+
     return sorted(({"name": name, "latent_size": ae.latent_size, "psnr": ae.encoder.facts["test"]["psnr"],
-                    "pca_psnr": ae.encoder.facts["test"].get("pca_psnr"), "default": name == manifest.default_autoencoder}
-                   for name, ae in manifest.autoencoders.items()), key=lambda p: p["latent_size"])
+                    "pca_psnr": ae.encoder.facts["test"].get("pca_psnr"), "default": name == manifest.default_autoencoder,
+                    **refined(ae)} for name, ae in manifest.autoencoders.items()), key=lambda p: p["latent_size"])
 
 
 def figure_latent_size(results: list[dict], pca_rows: list[dict], path: Path, family: list[dict] | None = None) -> None:
@@ -103,7 +110,20 @@ def figure_latent_size(results: list[dict], pca_rows: list[dict], path: Path, fa
                         xytext=(6, -10), textcoords="offset points")
         handles += [plt.Line2D([], [], ls="-", marker="*", color="tab:red", ms=10, label="served family (full data's test split)"),
                     plt.Line2D([], [], ls=":", marker="x", color="k", label="PCA at the family's sizes (same split)")]
-        top = max(top, max(p["psnr"] for p in family) + 3)
+        refined = [p for p in family if "refined_psnr" in p]
+        if refined:
+            for p in refined:  # each member's plain point to its refined one
+                ax.plot([p["latent_size"]] * 2, [p["psnr"], p["refined_psnr"]], color="tab:red", lw=0.8, zorder=4)
+            ax.plot([p["latent_size"] for p in refined], [p["refined_psnr"] for p in refined], "*", ms=13, markerfacecolor="white",
+                    markeredgecolor="tab:red", markeredgewidth=1.2, zorder=5)
+            steps = sorted({p["refine_steps"] for p in refined})
+            handles.append(plt.Line2D([], [], ls="", marker="*", ms=10, markerfacecolor="white", markeredgecolor="tab:red",
+                                      label=f"refined latents (refine={'/'.join(map(str, steps))})"))
+        target = with_pca
+        if target:
+            ax.plot([p["latent_size"] for p in target], [p["pca_psnr"] + 1.5 for p in target], "_", color="black", ms=14, mew=1.5, zorder=4)
+            handles.append(plt.Line2D([], [], ls="", marker="_", color="k", ms=10, mew=1.5, label="target: PCA + 1.5 dB"))
+        top = max(top, max(max(p["psnr"], p.get("refined_psnr", 0)) for p in family) + 3)
     # PCA on this JPEG-smoothed data reaches 45-55 dB at 1024-2048 components: let its curve leave the
     # panel rather than squash the models into its bottom fifth (the values are in pca.json).
     axes[1].set_ylim(top=top)

@@ -41,6 +41,10 @@ def test_sweep_and_figures_dry_run(tmp_path, capsys):
         assert im.size[0] > 300
     points = family_points(TINY_MODELS)
     assert [(p["name"], p["latent_size"], p["default"]) for p in points] == [("tiny_autoencoder", 512, True), ("tiny_fine", 1024, False)]
+    # The member with a gradient graph also has its refined point (the most steps the export measured).
+    manifest = json.loads((TINY_MODELS / "manifest.json").read_text())
+    by_steps = manifest["models"]["tiny_autoencoder.decoder"]["gradient"]["test"]["psnr_by_steps"]
+    assert points[0]["refine_steps"] == 25 and points[0]["refined_psnr"] == by_steps["25"] and "refined_psnr" not in points[1]
 
 
 def test_figures_of_a_sweep_whose_trials_ran_elsewhere(tmp_path, capsys):
