@@ -115,9 +115,9 @@ def plan_reconstruct(runtime: Runtime, job: ImageJob, size: str, ae: Autoencoder
     enc = plan_run(runtime, encoder, h, w)
     seconds, peak = enc.seconds, enc.peak_bytes
     if refine:
+        # The float input, counted in the I/O bytes, is kept while refining.
         step_s, step_bytes = plan_refine(runtime, ae, h, w)
-        # The float input (counted in the I/O bytes) is kept while refining, /encode's too.
-        seconds, peak = seconds + refine * step_s, max(peak, step_bytes + 12 * h * w * encode_only)
+        seconds, peak = seconds + refine * step_s, max(peak, step_bytes)
     if not encode_only:
         decoder = ae.decoder
         dec = plan_run(runtime, decoder, h // encoder.stride, w // encoder.stride)
@@ -148,7 +148,8 @@ def plan_refine(runtime: Runtime, ae: Autoencoder, h: int, w: int) -> tuple[floa
                            f"{per_px * h * w / 2**20:,.0f} MB per step, more than one run may use ({limit / 2**20:,.0f} MB, "
                            f"CAE_TILE_MEMORY_MB); refine images up to {limit / per_px / 1e6:.2f} megapixels, or use size=32 "
                            "or refine=0")
-    return cost.seconds(h * w), int(per_px * h * w)
+    adam_state = 4 * 4 * ae.decoder.input_channels * (h // ae.encoder.stride) * (w // ae.encoder.stride)  # z, gradient, m, v
+    return cost.seconds(h * w), int(per_px * h * w) + adam_state
 
 
 async def refine_latent(runtime: Runtime, ae: Autoencoder, z: np.ndarray, x: np.ndarray, steps: int, deadline: float) -> np.ndarray:

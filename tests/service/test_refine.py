@@ -111,3 +111,20 @@ def test_v1_models_says_which_autoencoders_refine_and_what_it_gained(client, mod
     refine = family["tiny_autoencoder"]["refine"]
     assert refine["lr"] == 0.02 and refine["max_steps_measured"] == 25
     assert refine["test_psnr_by_steps"]["25"] > family["tiny_autoencoder"]["test_psnr"]
+
+
+def test_a_refinement_past_its_deadline_is_stopped(make_client):
+    # The estimate is made too low (as any estimate can be), so a long refinement is admitted: at the
+    # deadline it is stopped between two steps' operators, answered 504, and the decoder is free again.
+    import time
+
+    client = make_client(inference_timeout_s=0.5, tile_memory_mb=4096)
+    gradient = client.app.state.runtime.models.autoencoders["tiny_autoencoder"].gradient
+    gradient.cost.fixed_s, gradient.cost.seconds_per_pixel = 0.0, 1e-12
+    started = time.perf_counter()
+    resp = client.post("/reconstruct?refine=100", content=smooth_png(size=(1024, 768)), headers=PNG)
+    assert resp.status_code == 504 and resp.json()["error"]["code"] == "inference_timeout"
+    assert time.perf_counter() - started < 3.0
+    next_started = time.perf_counter()
+    assert client.post("/reconstruct", content=smooth_png(size=(32, 32)), headers=PNG).status_code == 200
+    assert time.perf_counter() - next_started < 1.0, "the abandoned refinement kept the decoder busy"
