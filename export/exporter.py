@@ -200,7 +200,9 @@ def export_autoencoder(candidate: Candidate, out: Path, options: ExportOptions, 
     test_facts = {"images": len(split.test), **metrics, "pca_psnr": round(candidate.pca_psnr, 3)}
     gradient = {}
     if options.gradient:
-        gradient = {"gradient": export_gradient(dec_inference, stride, latent_channels, out, run.name, enc_path, dec_path, data,
+        # Traced from the layers form whatever the decoder's: the same function, and dynamic shapes trace through it.
+        layers = graphs.DecoderGraph(inference, "layers").eval()
+        gradient = {"gradient": export_gradient(layers, stride, latent_channels, out, run.name, enc_path, dec_path, data,
                                                 split, options, metrics["psnr"])}
     return {
         model_key(run.name, "encoder"): {**common, "role": "encoder", "file": model_file(run.name, "encoder"), "parity": enc_parity,

@@ -207,8 +207,15 @@ def cmd_figures(args) -> int:
     from training.figures import family_figure, sweep_figures
     from training.sweep import read_results
 
+    if args.margins and not args.family:
+        raise ValueError("--margins draws the family of --family MODELS: give both")
     if args.family:
         print(f"figure written: {family_figure(Path(args.sweep), Path(args.family))}")
+        if args.margins:
+            from training.figures import family_points, figure_family_margins
+
+            figure_family_margins(family_points(Path(args.family)), Path(args.margins))
+            print(f"figure written: {args.margins}")
         return 0
     results = read_results(Path(args.sweep))
     if not results:
@@ -291,6 +298,8 @@ def add_commands(sub) -> None:
     p.add_argument("--sweep", default="results/sweep", help="sweep folder (default results/sweep)")
     p.add_argument("--family", metavar="MODELS", help="redraw only Fig. 2, from the sweep's saved results and pca.json, "
                    "with the autoencoder family of this models folder (e.g. models)")
+    p.add_argument("--margins", metavar="PNG", help="with --family: also draw each member's margin over PCA, plain and "
+                   "refined, against the target, into this file")
     p.set_defaults(func=cmd_figures)
 
     p = sub.add_parser("download", help="fetch the official CIFAR-10 python archive")

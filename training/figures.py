@@ -165,6 +165,48 @@ def figure_reconstructions(runs: dict[str, Path], path: Path, count: int = 8) ->
     plt.close(fig)
 
 
+def figure_family_margins(family: list[dict], path: Path, target_db: float = 1.5) -> None:
+    """Each served autoencoder's test PSNR over PCA's at its latent size: plain (filled) and with refined
+    latents (hollow, where it can refine), against the target margin; the differences Fig. 2's scale hides."""
+    fig, ax = plt.subplots(figsize=(8, 4.5))
+    kinds = sorted({p["name"].split("_")[0] for p in family})
+    markers = dict(zip(kinds, "o^sD"))
+    sizes = sorted({p["latent_size"] for p in family})
+    offset = {kind: (i - (len(kinds) - 1) / 2) * 0.06 for i, kind in enumerate(kinds)}  # side by side at each size
+    for p in family:
+        if p["pca_psnr"] is None:
+            continue
+        kind = p["name"].split("_")[0]
+        x = p["latent_size"] * 2 ** offset[kind]
+        plain = p["psnr"] - p["pca_psnr"]
+        ax.plot(x, plain, markers[kind], color="tab:red" if p["default"] else "tab:blue", ms=8, mec="black", mew=0.5, zorder=3)
+        if "refined_psnr" in p:
+            refined = p["refined_psnr"] - p["pca_psnr"]
+            ax.annotate("", (x, refined), (x, plain), arrowprops={"arrowstyle": "->", "color": "gray", "lw": 1}, zorder=2)
+            ax.plot(x, refined, markers[kind], ms=9, mfc="white", mec="tab:green", mew=1.5, zorder=3)
+        ax.annotate(p["name"], (x, plain), fontsize=7, xytext=(5, -3), textcoords="offset points")
+    ax.axhline(target_db, color="black", ls="--", lw=1)
+    ax.axhline(0, color="gray", lw=0.8)
+    ax.set_xscale("log", base=2)
+    ax.set_xticks(sizes, [str(s) for s in sizes])
+    ax.set_xlabel("latent values per 32x32 image")
+    ax.set_ylabel("test PSNR minus PCA's at the same size (dB)")
+    ax.grid(alpha=0.3)
+    steps = sorted({p["refine_steps"] for p in family if "refine_steps" in p})
+    handles = [plt.Line2D([], [], ls="", marker=markers[k], color="tab:blue", mec="black", label=f"{k} member, encoder's latent")
+               for k in kinds]
+    handles += [plt.Line2D([], [], ls="", marker="o", color="tab:red", mec="black", label="the default")]
+    if steps:
+        handles += [plt.Line2D([], [], ls="", marker="o", mfc="white", mec="tab:green", mew=1.5,
+                               label=f"refined latent (refine={'/'.join(map(str, steps))})")]
+    handles += [plt.Line2D([], [], ls="--", color="black", label=f"target: PCA + {target_db:g} dB")]
+    ax.legend(handles=handles, fontsize=8, loc="upper left", bbox_to_anchor=(1.02, 1.0))
+    ax.set_title("The served family against PCA (test split)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
 def family_figure(sweep: Path, models_dir: Path) -> Path:
     """Fig. 2 of a finished sweep redrawn from its saved results and pca.json (no images needed), with the
     family of `models_dir` beside the study's 36 and PCA."""

@@ -36,3 +36,4 @@ for run in "${present[@]}"; do
   cp "$run/result.json" "$run/metrics.csv" "$run/loss_curve.png" "$here/$(basename "$run")/"
 done
 for sweep in results/sweep results/sweep_full; do cae figures --sweep "$sweep" --family models; done
+cae figures --sweep results/sweep_full --family models --margins "$here/family_margins.png"

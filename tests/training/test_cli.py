@@ -45,6 +45,12 @@ def test_sweep_and_figures_dry_run(tmp_path, capsys):
     manifest = json.loads((TINY_MODELS / "manifest.json").read_text())
     by_steps = manifest["models"]["tiny_autoencoder.decoder"]["gradient"]["test"]["psnr_by_steps"]
     assert points[0]["refine_steps"] == 25 and points[0]["refined_psnr"] == by_steps["25"] and "refined_psnr" not in points[1]
+    # Each member's margin over PCA, plain and refined, in a figure of its own.
+    margins = tmp_path / "margins.png"
+    assert main(["figures", "--sweep", str(tmp_path), "--family", str(TINY_MODELS), "--margins", str(margins)]) == 0
+    with Image.open(margins) as im:
+        assert im.size[0] > 300
+    assert main(["figures", "--sweep", str(tmp_path), "--margins", str(margins)]) == 2
 
 
 def test_figures_of_a_sweep_whose_trials_ran_elsewhere(tmp_path, capsys):
