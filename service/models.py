@@ -265,7 +265,7 @@ def _median_seconds(model: Model, x: np.ndarray, runs: int, options: ort.RunOpti
 
 # Input sides (in input units) the warm-up measures at: large enough that the cost per pixel is not the
 # fixed cost of a run, small enough to take well under a second per model on a 2-core CPU.
-PROBE_SIDE = {"encoder": 256, "decoder": 32, "colorizer": 96, "gradient": 128}
+PROBE_SIDE = {"encoder": 256, "decoder": 32, "colorizer": 96, "gradient": 192}
 
 
 def warm_up(models: dict[str, Model], runs: int = 5) -> None:
@@ -321,15 +321,18 @@ def warm_up_gradient(decoder: Model, runs: int) -> None:
             times.append(time.perf_counter() - started)
         return sorted(times)[len(times) // 2]
 
+    # Measured as refinement runs its steps: the arena kept between them (service.pipeline.refine_latent).
     shrinking = decoder.run_options(SHRINK_ABOVE_BYTES + 1)
     small, big = step_inputs(1), step_inputs(max(1, PROBE_SIDE["gradient"] // stride))
     gradient.run(*small)
-    small_s = median_s(small, runs, shrinking)
+    small_s = median_s(small, runs, None)
     gradient.run(*big, shrinking)
-    with PeakSampler() as peak:
-        gradient.run(*big, shrinking)
+    with PeakSampler() as peak:  # steps in a row, as refinement takes them: the arena may grow past one step's need
+        for _ in range(3):
+            gradient.run(*big, None)
     held = max(peak.peak_delta, 2 * big[0].nbytes + big[1].nbytes)  # at least its inputs and the gradient
-    big_s = median_s(big, max(1, runs // 2), shrinking)
+    big_s = median_s(big, max(1, runs // 2), None)
+    gradient.run(*small, shrinking)  # and the arena given back, as after the last step
     small_px, big_px = small[1].shape[2] * small[1].shape[3], big[1].shape[2] * big[1].shape[3]
     per_px = max(0.0, (big_s - small_s) / max(1, big_px - small_px)) or big_s / big_px
     gradient.cost = Cost(fixed_s=max(0.0, small_s - per_px * small_px), seconds_per_pixel=per_px, bytes_per_pixel=held / big_px)
