@@ -18,11 +18,11 @@ import numpy as np
 import onnxruntime as ort
 from PIL import Image
 
+from cae.refine import refine_latents
 from service import images
 from service.deps import Runtime
 from service.errors import ServiceError
 from service.models import Autoencoder, Model
-from cae.refine import refine_latents
 from service.tiling import plan_tiles, run_tile
 
 # Below this many pixels an image is decoded and encoded on the event loop: a thread hand-off costs more.
