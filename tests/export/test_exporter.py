@@ -402,3 +402,14 @@ def test_each_decoder_carries_its_gradient_graph_and_what_refining_gains(exporte
     gradient_file.write_bytes(gradient_file.read_bytes() + b"\0")
     with pytest.raises(ManifestError, match="gradient.onnx: sha256 does not match"):
         verify(kept)
+
+
+def test_no_gradient_exports_decoders_that_cannot_refine(tiny_runs, tmp_path):
+    from cae.cli import main
+
+    out = tmp_path / "models"
+    assert main(["export", "--autoencoder", str(tiny_runs["study"]), "--out", str(out), "--no-gradient"]) == 0
+    manifest = read_manifest(out)
+    (ae,) = manifest.autoencoders.values()
+    assert ae.decoder.gradient is None and not list(out.rglob("gradient.onnx"))
+    verify(out)
