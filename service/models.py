@@ -254,17 +254,25 @@ def load_models(model_dir: Path, providers: str = "auto", intra_op_threads: int 
     return ModelSet(models, manifest.default_autoencoder)
 
 
-def _median_seconds(model: Model, x: np.ndarray, runs: int, options: ort.RunOptions | None = None) -> float:
+def _median_seconds(run, runs: int) -> float:
+    """The median wall time of `runs` calls of run()."""
     times = []
     for _ in range(runs):
         started = time.perf_counter()
-        model.run(x, options)
+        run()
         times.append(time.perf_counter() - started)
     return sorted(times)[len(times) // 2]
 
 
-# Input sides (in input units) the warm-up measures at: large enough that the cost per pixel is not the
-# fixed cost of a run, small enough to take well under a second per model on a 2-core CPU.
+def _fitted_cost(small_s: float, small_px: int, big_s: float, big_px: int, held_bytes: float) -> Cost:
+    """A fixed cost plus a cost per pixel through the two measured runs; peak bytes per pixel of the big one."""
+    per_px = max(0.0, (big_s - small_s) / max(1, big_px - small_px)) or big_s / big_px
+    return Cost(fixed_s=max(0.0, small_s - per_px * small_px), seconds_per_pixel=per_px, bytes_per_pixel=held_bytes / big_px)
+
+
+# Input sides (in input units; the gradient's in image pixels) the warm-up measures at: large enough that
+# the cost per pixel is not the fixed cost of a run, small enough to take well under a second per model
+# on a 2-core CPU.
 PROBE_SIDE = {"encoder": 256, "decoder": 32, "colorizer": 96, "gradient": 192}
 
 
@@ -278,7 +286,7 @@ def warm_up(models: dict[str, Model], runs: int = 5) -> None:
         # Measured as large requests run: giving the arena back after each run (its cost is in the figures).
         shrinking = model.run_options(SHRINK_ABOVE_BYTES + 1)
         model.run(small)
-        small_s = _median_seconds(model, small, runs, shrinking)
+        small_s = _median_seconds(lambda: model.run(small, shrinking), runs)
         side = max(model.geometry.align, PROBE_SIDE.get(model.role, 64) // model.geometry.align * model.geometry.align)
         big = np.random.default_rng(0).random((1, model.input_channels, side, side), dtype=np.float32)
         model.run(big, shrinking)
@@ -287,18 +295,15 @@ def warm_up(models: dict[str, Model], runs: int = 5) -> None:
         # Resident memory misses what a run reuses of pages already resident (small models can measure
         # ~0): a run holds at least its input and its output.
         held = max(peak.peak_delta, big.nbytes + out.nbytes)
-        big_s = _median_seconds(model, big, max(1, runs // 2), shrinking)
-        small_px, big_px = model.image_pixels(*small.shape[2:]), model.image_pixels(side, side)
-        per_px = max(0.0, (big_s - small_s) / max(1, big_px - small_px)) or big_s / big_px
-        model.cost = Cost(fixed_s=max(0.0, small_s - per_px * small_px), seconds_per_pixel=per_px,
-                          bytes_per_pixel=held / big_px)
+        big_s = _median_seconds(lambda: model.run(big, shrinking), max(1, runs // 2))
+        model.cost = _fitted_cost(small_s, model.image_pixels(*small.shape[2:]), big_s, model.image_pixels(side, side), held)
         # A model that declares image-wide context (the export's `global_context`) is never tiled: one pixel's
         # pull on far outputs can be below what measuring the field detects, yet tiles would still differ.
         model.halo = None if model.facts.get("global_context") else measure_halo(
             lambda x: model.run(x, shrinking), model.input_channels, model.geometry.ratio, model.geometry.align,
             side=max(side // 2, 16), max_side=side * 2)
         log.info("%s: %.3f ms per run + %.3f s per megapixel, %.0f bytes per pixel at peak, tile halo %s",
-                 model.key, model.cost.fixed_s * 1e3, per_px * 1e6, model.cost.bytes_per_pixel, model.halo)
+                 model.key, model.cost.fixed_s * 1e3, model.cost.seconds_per_pixel * 1e6, model.cost.bytes_per_pixel, model.halo)
         if model.gradient is not None:
             warm_up_gradient(model, runs)
 
@@ -313,28 +318,18 @@ def warm_up_gradient(decoder: Model, runs: int) -> None:
         return (rng.standard_normal((1, channels, units, units), dtype=np.float32),
                 rng.random((1, 3, units * stride, units * stride), dtype=np.float32))
 
-    def median_s(inputs, repeats, options):
-        times = []
-        for _ in range(repeats):
-            started = time.perf_counter()
-            gradient.run(*inputs, options)
-            times.append(time.perf_counter() - started)
-        return sorted(times)[len(times) // 2]
-
     # Measured as refinement runs its steps: the arena kept between them (service.pipeline.refine_latent).
     shrinking = decoder.run_options(SHRINK_ABOVE_BYTES + 1)
     small, big = step_inputs(1), step_inputs(max(1, PROBE_SIDE["gradient"] // stride))
     gradient.run(*small)
-    small_s = median_s(small, runs, None)
+    small_s = _median_seconds(lambda: gradient.run(*small), runs)
     gradient.run(*big, shrinking)
     with PeakSampler() as peak:  # steps in a row, as refinement takes them: the arena may grow past one step's need
         for _ in range(3):
             gradient.run(*big, None)
     held = max(peak.peak_delta, 2 * big[0].nbytes + big[1].nbytes)  # at least its inputs and the gradient
-    big_s = median_s(big, max(1, runs // 2), None)
+    big_s = _median_seconds(lambda: gradient.run(*big), max(1, runs // 2))
     gradient.run(*small, shrinking)  # and the arena given back, as after the last step
-    small_px, big_px = small[1].shape[2] * small[1].shape[3], big[1].shape[2] * big[1].shape[3]
-    per_px = max(0.0, (big_s - small_s) / max(1, big_px - small_px)) or big_s / big_px
-    gradient.cost = Cost(fixed_s=max(0.0, small_s - per_px * small_px), seconds_per_pixel=per_px, bytes_per_pixel=held / big_px)
+    gradient.cost = _fitted_cost(small_s, small[1].shape[2] * small[1].shape[3], big_s, big[1].shape[2] * big[1].shape[3], held)
     log.info("%s gradient: %.3f ms per step + %.3f s per megapixel per step, %.0f bytes per pixel at peak",
-             decoder.key, gradient.cost.fixed_s * 1e3, per_px * 1e6, gradient.cost.bytes_per_pixel)
+             decoder.key, gradient.cost.fixed_s * 1e3, gradient.cost.seconds_per_pixel * 1e6, gradient.cost.bytes_per_pixel)
