@@ -87,6 +87,13 @@ def cmd_export(args) -> int:
     return 0
 
 
+def cmd_recover(args) -> int:
+    from export.recover import recover
+
+    recover(args.paths, args.out, args.tolerance)
+    return 0
+
+
 def add_commands(sub) -> None:
     p = sub.add_parser("export", help="checkpoints -> ONNX files, manifest and model card (the service's models/)",
                        description="Export a family of autoencoders (every run given; the default by the rule in "
@@ -121,3 +128,13 @@ def add_commands(sub) -> None:
                    "models trained on synthetic data, all into --out if given, else a new temporary folder (never models/)")
     p.set_defaults(func=cmd_export)
 
+    p = sub.add_parser("recover", help="exported autoencoder(s) -> training checkpoint(s), when the run folders are gone",
+                       description="Rebuild a finished run (checkpoint.pt) from an exported member's ONNX files and manifest "
+                                   "entry, checked against both files: to re-export it (e.g. with a gradient graph) or "
+                                   "fine-tune from it (--init). The optimizer's state and the per-epoch history are not in "
+                                   "the files and are not recovered.")
+    p.add_argument("paths", nargs="+", metavar="PATH", help="a member's folder in an export (models/rae_w16_d2_z1_b1), "
+                   "or an export folder (every autoencoder in it)")
+    p.add_argument("--out", default="runs/recovered", help="where the run folders go (default runs/recovered)")
+    p.add_argument("--tolerance", type=float, default=1e-4, help="max |ONNX - PyTorch| allowed (default 1e-4)")
+    p.set_defaults(func=cmd_recover)

@@ -146,7 +146,8 @@ def _common_facts(run: Run, options: ExportOptions) -> dict:
         "checkpoint": {"path": _relative(run.path), "sha256": sha256(run.path), "epochs": run.state.epoch},
         "training": {"task": run.kind, "model": asdict(run.model_config), "train": asdict(run.train_config),
                      "train_seconds": run.state.train_seconds, "hardware": run.state.hardware,
-                     **({"init": run.state.init} if run.state.init else {})},
+                     **({"init": run.state.init} if run.state.init else {}),
+                     **({"recovered": run.state.recovered} if run.state.recovered else {})},
         "data": {**asdict(run.data), "source": os.path.basename(str(run.data.source))},
     }
 

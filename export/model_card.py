@@ -151,6 +151,10 @@ def _family_section(manifest: dict) -> list[str]:
     for f in members:
         origin = f" (kept from an earlier export: {f['reused_from']['folder']}, {f['reused_from']['created']})" if f.get("reused_from") else ""
         training = f["training"]
+        if training.get("recovered"):
+            gone = training["recovered"].get("checkpoint", {}).get("path")
+            origin += (f"; rebuilt from the files of an earlier export (`{training['recovered']['from']['encoder']['file']}` and its decoder) "
+                       f"by `cae recover`{f', its checkpoint `{gone}` being gone' if gone else ''}")
         lines.append(f"- {f['autoencoder']}: `{_train_command(training['task'], f['name'], training['model'], training['train'])}` "
                      f"({_epochs(f)} on {f['data']['sizes']['train']:,} training images of "
                      f"`{f['data']['source']}`, split seed {f['data']['split_seed']}{_wall_time(training)}){origin}")

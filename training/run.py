@@ -35,6 +35,7 @@ class RunState:
     train_seconds: float = 0.0
     hardware: list[str] = field(default_factory=list)  # what trained it, one entry per change (a run may resume elsewhere)
     init: dict | None = None  # the run it started from (TrainConfig.init): its facts, kept should that folder go
+    recovered: dict | None = None  # rebuilt from exported files (export.recover): which ones, and the lost checkpoint's facts
 
 
 @dataclass(frozen=True)

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Export the shipped models/: the autoencoder family (train_family.sh) and the colorizer
 # (results/colorization/train_all.sh), with the colorizer's decoding chosen on validation by color-report.
-# Where a model's run folder is gone (checkpoints are not committed), the model already in models/ is
-# kept as it is (--reuse models --keep NAME). The default autoencoder is picked by the
+# Where a model's run folder is gone (checkpoints are not committed), its run rebuilt from models/ by
+# `cae recover models/NAME` (into RECOVERED, default runs/recovered) is exported instead, if there is one
+# (to add a gradient graph, say); else the model already in models/ is kept as it is (--reuse models --keep NAME). The default autoencoder is picked by the
 # rule in export/choose.py; the model card records the command and the numbers. Each run's result,
 # metrics and loss curve are copied next to this script.
 # The defaults are the runs behind what models/ ships now (README, "The shipped models"). MEMBERS="name ..."
@@ -17,9 +18,12 @@ read -r -a names <<< "${MEMBERS:-$SHIPPED}"
 family=()
 for name in "${names[@]}"; do [[ $name == */* ]] && family+=("$name") || family+=("$RUNS/$name"); done
 colorizer=${COLORIZER:-runs/colorization/unet64g_served80}
+recovered=${RECOVERED:-runs/recovered}
 present=() gone=()
 for run in "${family[@]}"; do
-  [[ -f $run/checkpoint.pt ]] && present+=("$run") || gone+=("$(basename "$run")")
+  if [[ -f $run/checkpoint.pt ]]; then present+=("$run")
+  elif [[ -f $recovered/$(basename "$run")/checkpoint.pt ]]; then present+=("$recovered/$(basename "$run")")
+  else gone+=("$(basename "$run")"); fi
 done
 args=()
 (( ${#present[@]} )) && args+=(--autoencoder "${present[@]}")
@@ -32,6 +36,7 @@ fi
 cae export "${args[@]}" --out models "$@"
 here=$(dirname "$0")
 for run in "${present[@]}"; do
+  [[ -f $run/result.json ]] || continue  # a recovered run has no curves: the ones copied when it was trained stay
   mkdir -p "$here/$(basename "$run")"
   cp "$run/result.json" "$run/metrics.csv" "$run/loss_curve.png" "$here/$(basename "$run")/"
 done
