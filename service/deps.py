@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import hmac
+import logging
 from contextlib import asynccontextmanager
 
 from fastapi import Request
@@ -16,6 +17,8 @@ from service.metrics import Metrics
 from service.models import Autoencoder, Model, ModelSet
 from service.settings import Settings
 
+
+log = logging.getLogger("cae.service")
 
 TRIM_AFTER_BYTES = 64 << 20
 TRIM_DELAY_S = 2.0
@@ -91,7 +94,17 @@ class Runtime:
         request it cost the next one 0.1-0.2 s."""
         if self.admission.reserved_bytes == 0 and self.admissions == admissions_then:
             self.reserved_since_trim = 0
-            asyncio.get_running_loop().run_in_executor(None, trim)
+            asyncio.get_running_loop().run_in_executor(None, self.release_memory)
+
+    def release_memory(self) -> None:
+        """What an idle service gives back: each session's arena regions (the last large run's output kept
+        one of them resident: 330 MB after a 4-megapixel /reconstruct), then the allocator's free pages."""
+        for model in list(self.models.values()):
+            try:
+                model.release_arena()
+            except Exception:  # a model that cannot do the small run keeps its regions; the service goes on
+                log.exception("%s: could not give its arena back", model.key)
+        trim()
 
 
 # Dependencies are `async def` on purpose: FastAPI runs plain `def` dependencies in a thread pool,
