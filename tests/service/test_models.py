@@ -6,7 +6,6 @@ import time
 import numpy as np
 import onnxruntime as ort
 import pytest
-from onnx import TensorProto, helper
 
 from service import deps
 from service.memory import give_large_blocks_back, trim
@@ -21,6 +20,8 @@ def rss_mb() -> float:
 
 def three_channel_model() -> Model:
     """gray (N, 1, H, W) -> image (N, 3, H, W): an output as large as a photo's, and an intermediate."""
+    onnx = pytest.importorskip("onnx", reason="builds its graph with onnx (the export extra); the serve extra alone lacks it")
+    TensorProto, helper = onnx.TensorProto, onnx.helper
     gray = helper.make_tensor_value_info("gray", TensorProto.FLOAT, ["N", 1, "H", "W"])
     image = helper.make_tensor_value_info("image", TensorProto.FLOAT, ["N", 3, "H", "W"])
     nodes = [helper.make_node("Relu", ["gray"], ["r"]), helper.make_node("Concat", ["r", "r", "gray"], ["image"], axis=1)]
