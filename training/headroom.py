@@ -21,6 +21,14 @@ from training.metrics import per_image_mse, per_image_psnr
 from training.run import Run
 
 
+def differentiable_decode(model: torch.nn.Module, z: torch.Tensor) -> torch.Tensor:
+    """The model's image of latent `z` with a gradient at every pixel: a logits model's sigmoid, a pixel
+    model's decoder without the eval-mode clamp (which would stop the gradient of pixels outside [0, 1])."""
+    if getattr(model, "output_is_logits", False):
+        return torch.sigmoid(model.decode_logits(z))
+    return model.decoder(z)
+
+
 def latent_headroom(model: torch.nn.Module, images: torch.Tensor, steps: int = 100, lr: float = 0.01,
                     report: tuple[int, ...] = ()) -> dict:
     """Mean per-image PSNR of `model` on float images in [0, 1], with the encoder's latents and with
@@ -37,8 +45,7 @@ def latent_headroom(model: torch.nn.Module, images: torch.Tensor, steps: int = 1
         if step in report:
             with torch.no_grad():
                 along[step] = round(per_image_psnr(model.decode(z), images).mean().item() - encoder, 3)
-        # decoder(), not decode(): the eval-mode clamp would stop the gradient of every pixel outside [0, 1]
-        output = model.decoder(z) if hasattr(model, "decoder") else model.decode(z)
+        output = differentiable_decode(model, z)
         loss = per_image_mse(output.float(), images).clamp_min(1e-10).log().sum()  # each image's own step
         optimizer.zero_grad()
         loss.backward()
