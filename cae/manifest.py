@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
@@ -234,9 +235,9 @@ def sha256(path: str | Path) -> str:
     return digest.hexdigest()
 
 
-def verify_files(folder: str | Path, manifest: Manifest) -> None:
-    """Every file the manifest lists is there with its recorded checksum."""
-    for entry in manifest.models.values():
+def verify_files(folder: str | Path, manifest: Manifest, keys: Iterable[str] | None = None) -> None:
+    """Every file the manifest lists (for the models under `keys`, default all) is there with its recorded checksum."""
+    for entry in (manifest.models[key] for key in keys) if keys is not None else manifest.models.values():
         for file, digest in entry.files():
             path = Path(folder) / file
             if not path.is_file():

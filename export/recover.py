@@ -98,7 +98,7 @@ def recover_run(models: str | Path, name: str, out: str | Path, tolerance: float
     member = manifest.autoencoders.get(name)
     if member is None:
         raise ValueError(f"{models}: no autoencoder {name!r} (it has {', '.join(manifest.autoencoders) or 'none'})")
-    verify_files(models, manifest)
+    verify_files(models, manifest, [member.encoder.key, member.decoder.key])  # its own files, not the whole export's
     facts = member.encoder.facts
     if member.decoder.facts.get("form", "layers") != "layers":
         raise ValueError(f"{name}: its decoder was exported in the {member.decoder.facts['form']!r} form, whose "

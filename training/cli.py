@@ -240,6 +240,11 @@ def add_commands(sub) -> None:
     p = sub.add_parser("train", help="train one autoencoder", description="Train one autoencoder; rerun to resume.")
     _add_model_args(p)
     _add_data_args(p, TRAIN_DEFAULTS["reconstruction"])
+    g = p.add_argument_group("refinement (the service's `refine`)")
+    g.add_argument("--refine-steps", type=int, default=0, metavar="N",
+                   help="also train the decoder on each batch's latents refined N Adam steps against it, so that "
+                        "refining at serving time wins more (about N+1 times the cost per step; default 0: off)")
+    g.add_argument("--refine-lr", type=float, default=0.04, metavar="LR", help="Adam's step size for that refinement (default 0.04)")
     p.add_argument("--out", default=None, help="run folder (default runs/<model name>)")
     p.set_defaults(func=cmd_train)
 

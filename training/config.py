@@ -34,6 +34,10 @@ class TrainConfig:
     # Colorizers trained with loss psnr (their output as served): keep each batch's colourfulness at least this share of
     # the truth's, a hinge on the shortfall. 0: off.
     min_colourfulness: float = 0.0
+    # Autoencoders: each batch's latents also refined this many Adam steps against the decoder (at refine_lr, as the
+    # service's `refine` does), and the decoder trained on them too, so that it suits the latents it is served. 0: off.
+    refine_steps: int = 0
+    refine_lr: float = 0.04
 
     def __post_init__(self):
         if self.loss not in LOSSES:
@@ -52,6 +56,8 @@ class TrainConfig:
             raise ValueError("epochs, batch size and learning rate must be positive")
         if not 0 <= self.min_colourfulness <= 2:
             raise ValueError(f"min_colourfulness is a share of the truth's colourfulness, in [0, 2], got {self.min_colourfulness}")
+        if self.refine_steps < 0 or not self.refine_lr > 0:
+            raise ValueError(f"refine_steps must be >= 0 and refine_lr positive, got {self.refine_steps} and {self.refine_lr}")
         if not 0 < self.fraction <= 1:
             raise ValueError(f"fraction must be in (0, 1], got {self.fraction}")
 

@@ -29,6 +29,22 @@ def differentiable_decode(model: torch.nn.Module, z: torch.Tensor) -> torch.Tens
     return model.decoder(z)
 
 
+def refine_latents(model: torch.nn.Module, images: torch.Tensor, z: torch.Tensor, steps: int, lr: float,
+                   on_step=None) -> torch.Tensor:
+    """`z` after `steps` Adam steps towards the latents whose decodings are closest to `images`, each image on
+    its own log-MSE, as cae.refine does in the service; the model's weights get no gradient. `on_step(step, z)`
+    sees the latents before each step. Returns new, detached latents."""
+    z = z.detach().float().clone().requires_grad_(True)
+    optimizer = torch.optim.Adam([z], lr=lr)
+    for step in range(steps):
+        if on_step is not None:
+            on_step(step, z)
+        loss = per_image_mse(differentiable_decode(model, z).float(), images).clamp_min(1e-10).log().sum()  # each image's own step
+        (z.grad,) = torch.autograd.grad(loss, z)
+        optimizer.step()
+    return z.detach()
+
+
 def latent_headroom(model: torch.nn.Module, images: torch.Tensor, steps: int = 100, lr: float = 0.01,
                     report: tuple[int, ...] = ()) -> dict:
     """Mean per-image PSNR of `model` on float images in [0, 1], with the encoder's latents and with
@@ -38,18 +54,14 @@ def latent_headroom(model: torch.nn.Module, images: torch.Tensor, steps: int = 1
     with torch.no_grad():
         z = model.encode(images)
         encoder = per_image_psnr(model.decode(z), images).mean().item()
-    z.requires_grad_(True)
-    optimizer = torch.optim.Adam([z], lr=lr)
     along = {}
-    for step in range(steps):
+
+    def record(step, z):
         if step in report:
             with torch.no_grad():
                 along[step] = round(per_image_psnr(model.decode(z), images).mean().item() - encoder, 3)
-        output = differentiable_decode(model, z)
-        loss = per_image_mse(output.float(), images).clamp_min(1e-10).log().sum()  # each image's own step
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
+
+    z = refine_latents(model, images, z, steps, lr, on_step=record)
     with torch.no_grad():
         optimised = per_image_psnr(model.decode(z), images).mean().item()
     return {"images": len(images), "steps": steps, "encoder_psnr": round(encoder, 3),

@@ -32,6 +32,7 @@ from training.config import TrainConfig, default_train_config
 from training.data import ImageArray, Split, load_images, split_indices
 from training.run import CHECKPOINT, DataFacts, Run, RunState  # noqa: F401 (CHECKPOINT re-exported)
 from training.augment import WeightAverage, augment, epoch_generator
+from training.headroom import refine_latents
 from training.step import GraphedStep, StepPlan, make_optimizer_for, set_lr
 from training.metrics import METRIC_NAMES, batch_sums, per_image_mse
 from training.model import FIRST_MODEL, MODEL_CONFIGS, PCAAutoencoderConfig, build_autoencoder
@@ -153,8 +154,9 @@ class ReconstructionTask:
     kind = "reconstruction"
     metric_names = METRIC_NAMES
 
-    def __init__(self, model_config, loss: str):
+    def __init__(self, model_config, loss: str, refine_steps: int = 0, refine_lr: float = 0.04):
         self.config, self.loss_kind, self.name = model_config, loss, model_config.name
+        self.refine_steps, self.refine_lr = refine_steps, refine_lr
 
     def select(self, images: np.ndarray, split: Split) -> Split:
         return split
@@ -170,6 +172,16 @@ class ReconstructionTask:
     def loss(self, model: torch.nn.Module, x: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
         with autocast(x.device, dtype):
             z = model.encode(x)
+        loss = self._decoded_loss(model, z, x, dtype)
+        if self.refine_steps:
+            # Semi-amortised: the decoder also learns from the latents the service's refinement would find
+            # (fp32 Adam from the encoder's, no gradient through the steps), so that refining wins more.
+            refined = refine_latents(model, x, z, self.refine_steps, self.refine_lr)
+            loss = loss + self._decoded_loss(model, refined, x, dtype)
+        return loss
+
+    def _decoded_loss(self, model: torch.nn.Module, z: torch.Tensor, x: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+        with autocast(x.device, dtype):
             output = model.decode_logits(z) if model.output_is_logits else model.decode(z)
         return reconstruction_loss(output, x, self.loss_kind, logits=model.output_is_logits)
 
@@ -194,7 +206,9 @@ def make_task(model_config, config: TrainConfig):
             raise ValueError("min_colourfulness is for colorizers; an autoencoder has no colourfulness to keep")
         if config.loss == "bce" and isinstance(model_config, PCAAutoencoderConfig):
             raise ValueError(f"{model_config.name} outputs pixels, not logits: train it with loss psnr or mse, not bce")
-        return ReconstructionTask(model_config, config.loss)
+        return ReconstructionTask(model_config, config.loss, config.refine_steps, config.refine_lr)
+    if config.refine_steps:
+        raise ValueError("refine_steps is for autoencoders: a colorizer has no latent to refine")
     from training.colorize import ColorizationTask
 
     return ColorizationTask(model_config, config.loss, config.min_colourfulness)
@@ -305,7 +319,8 @@ def train(
     train_probe = split.train[: len(split.val)]
 
     torch.manual_seed(config.seed)
-    plan = StepPlan.for_device(device, config.optimizer)
+    # A refining step runs an optimizer of its own inside: not one a CUDA graph captures.
+    plan = StepPlan.for_device(device, config.optimizer, graphs=not config.refine_steps)
     ckpt_path = out / CHECKPOINT
     state = RunState()
     init = run = None

@@ -16,6 +16,15 @@ def test_train_dry_run(tmp_path, capsys):
     assert (tmp_path / "checkpoint.pt").exists()
 
 
+def test_train_refines_when_asked(tmp_path, capsys):
+    assert main(["train", "--dry-run", "--quiet", "--model", "rae_w4_d1_z1_b1", "--loss", "mse", "--refine-steps", "2",
+                 "--refine-lr", "0.02", "--out", str(tmp_path)]) == 0
+    train = json.loads((tmp_path / "config.json").read_text())["train"]
+    assert (train["refine_steps"], train["refine_lr"]) == (2, 0.02)
+    assert main(["train", "--dry-run", "--quiet", "--refine-steps", "-1", "--out", str(tmp_path / "x")]) == 2
+    assert "refine_steps must be >= 0" in capsys.readouterr().err
+
+
 def test_train_takes_a_model_name_or_axes(tmp_path, capsys):
     assert main(["train", "--dry-run", "--quiet", "--model", "cae_l3_ch4_k5_s1", "--out", str(tmp_path / "a")]) == 0
     assert main(["train", "--dry-run", "--quiet", "--fewer-layers", "--channel-factor", "4", "--kernel-size", "5",

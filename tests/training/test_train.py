@@ -291,3 +291,45 @@ def test_a_pca_autoencoder_trains_from_pca_and_resumes(tmp_path, monkeypatch):
     assert longer["epochs"] == 4
     with pytest.raises(ValueError, match="outputs pixels, not logits"):
         train(model, TrainConfig(data="fake:400", epochs=1, loss="bce"), out=tmp_path / "bce", progress=False)
+
+
+def test_a_refining_step_also_trains_the_decoder_on_refined_latents_and_leaves_the_encoder_to_the_plain_loss():
+    from training.headroom import refine_latents
+    from training.model import ResidualAutoencoder, ResidualAutoencoderConfig
+
+    torch.manual_seed(0)
+    model = ResidualAutoencoder(ResidualAutoencoderConfig(width=4, downsamplings=1, latent_channels=1, blocks=1))
+    x = torch.rand(4, 3, 8, 8)
+    plain, refining = ReconstructionTask(model.config, "mse"), ReconstructionTask(model.config, "mse", refine_steps=3, refine_lr=0.05)
+    z = model.encode(x)
+    refined = refine_latents(model, x, z, 3, 0.05)
+    expected = plain.loss(model, x, torch.float32) + torch.nn.functional.mse_loss(model.decode(refined), x)
+    loss = refining.loss(model, x, torch.float32)
+    torch.testing.assert_close(loss, expected)
+    # Three steps downhill: the refined latents reconstruct better than the encoder's.
+    assert torch.nn.functional.mse_loss(model.decode(refined), x) < plain.loss(model, x, torch.float32)
+
+    def grads(task):
+        model.zero_grad()
+        task.loss(model, x, torch.float32).backward()
+        return {name: p.grad.clone() for name, p in model.named_parameters()}
+
+    g_plain, g_refining = grads(plain), grads(refining)
+    # The refined latents are constants: the encoder learns from its own latents only, the decoder from both.
+    assert all(torch.allclose(g_refining[k], g_plain[k]) for k in g_plain if k.startswith("encoder."))
+    assert any(not torch.allclose(g_refining[k], g_plain[k]) for k in g_plain if k.startswith("decoder."))
+
+
+def test_refine_steps_is_an_autoencoder_setting_recorded_with_the_run(tmp_path):
+    from training.colorize import ColorizerConfig
+
+    with pytest.raises(ValueError, match="refine_steps"):
+        TrainConfig(refine_steps=-1)
+    with pytest.raises(ValueError, match="refine_lr"):
+        TrainConfig(refine_lr=0)
+    with pytest.raises(ValueError, match="for autoencoders"):
+        train(ColorizerConfig(width=4), TrainConfig(**{**SMALL.__dict__, "refine_steps": 2}), out=tmp_path / "c", progress=False)
+    config = TrainConfig(**{**SMALL.__dict__, "epochs": 1, "loss": "mse", "refine_steps": 2})
+    result = train(TINY_MODEL, config, out=tmp_path / "r", progress=False)
+    assert result["train"]["refine_steps"] == 2 and result["train"]["refine_lr"] == 0.04
+    assert json.loads((tmp_path / "r" / "config.json").read_text())["train"]["refine_steps"] == 2
