@@ -85,6 +85,8 @@ def _train_command(task: str, name: str, model: dict, t: dict) -> str:
     extra = f" --schedule {t['schedule']}" if t.get("schedule", "constant") != "constant" else ""
     extra += f" --augment {t['augment']}" if t.get("augment", "none") != "none" else ""
     extra += f" --fraction {t['fraction']:g}" if t.get("fraction", 1.0) != 1.0 else ""
+    if t.get("refine_steps"):
+        extra += f" --refine-steps {t['refine_steps']} --refine-lr {t['refine_lr']:g}"
     init = f" --init {t['init']}" if t.get("init") else ""  # last: after the options, before epochs and rates
     if task == "colorization":
         network = f" --width {model['width']}" if model.get("width", 32) != 32 else ""
@@ -109,7 +111,8 @@ def _trained_with(facts: dict) -> str:
         return this
     n = init["epochs"]
     first = (f"`{_train_command(training['task'], init['name'], init['model'], init['train'])}` "
-             f"({n} epoch{'' if n == 1 else 's'}{_wall_time(init)})")
+             f"({n} epoch{'' if n == 1 else 's'}{_wall_time(init)}"
+             f"{'; its checkpoint rebuilt from an earlier export by `cae recover`' if init.get('recovered') else ''})")
     return f"{first}, then fine-tuned with {this}"
 
 

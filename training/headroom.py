@@ -6,7 +6,9 @@ decoder (Adam on the per-image log-MSE, starting from the encoder's latent) and 
 The gap is an upper bound on what a better encoder alone can win for that decoder (training both
 together can win more): 0.58-0.89 dB for the shipped pae members on validation. An encoder CNN grown
 from a trained run (PCAAutoencoder.load_weights) did not find it in 10 CPU epochs; refining each latent
-at encode time does (export/gradient.py, cae/refine.py, benchmarks/refine_latents.py).
+at encode time does (export/gradient.py, cae/refine.py, benchmarks/refine_latents.py), and
+`cae train --refine-steps N` fine-tunes the decoder for the latents that refining finds (refine_latents
+here is that step's refinement too).
 """
 
 from __future__ import annotations
@@ -74,6 +76,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("run", help="a finished autoencoder run folder (or its checkpoint.pt)")
     parser.add_argument("--images", type=int, default=256, help="the first N validation images (default 256)")
     parser.add_argument("--steps", type=int, default=100, help="Adam steps per latent (default 100)")
+    parser.add_argument("--lr", type=float, default=0.01, help="Adam's step size (default 0.01, the service's own default; "
+                        "the manifest records each member's)")
     parser.add_argument("--report", default="10,25,50", help="also give the gain after these step counts (default 10,25,50)")
     parser.add_argument("--data", default=None, help="the run's images from elsewhere (default: where it trained)")
     args = parser.parse_args(argv)
@@ -84,7 +88,7 @@ def main(argv: list[str] | None = None) -> None:
     data = run.images(load_images(args.data) if args.data else None)
     chosen = run.split(data).val[: args.images]
     images = torch.as_tensor(data.images[chosen]).float() / 255
-    print(json.dumps({"run": str(run.folder), "model": run.name, **latent_headroom(run.model(), images, args.steps, report=report)}))
+    print(json.dumps({"run": str(run.folder), "model": run.name, "lr": args.lr, **latent_headroom(run.model(), images, args.steps, lr=args.lr, report=report)}))
 
 
 if __name__ == "__main__":

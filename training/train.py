@@ -442,7 +442,8 @@ def init_facts(run: Run) -> dict:
     """What a fine-tuned run records of the run it started from: enough to say how it was made."""
     return {"run": str(run.folder), "name": run.name, "model": asdict(run.model_config), "train": asdict(run.train_config),
             "epochs": run.state.epoch, "train_seconds": round(run.state.train_seconds, 2), "hardware": run.state.hardware,
-            "test": run.state.test, "init": run.state.init}
+            "test": run.state.test, "init": run.state.init,
+            **({"recovered": run.state.recovered["from"]} if run.state.recovered else {})}
 
 
 def _data_facts(data: ImageArray, split: Split) -> DataFacts:

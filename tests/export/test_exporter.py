@@ -368,6 +368,22 @@ def test_the_card_says_what_a_fine_tuned_model_started_from():
     assert _trained_with(facts) == then
 
 
+def test_the_card_names_a_refining_fine_tune_and_a_recovered_start():
+    from export.model_card import _trained_with
+
+    model = {"width": 16, "downsamplings": 2, "latent_channels": 1, "blocks": 1}
+    train = {"epochs": 100, "batch_size": 128, "lr": 0.002, "loss": "mse", "schedule": "cosine"}
+    init = {"name": "rae_w16_d2_z1_b1", "model": model, "train": train, "epochs": 100, "train_seconds": 440.0,
+            "hardware": ["GPU A"], "recovered": {"encoder": {"file": "models/x/encoder.onnx", "sha256": "0" * 64}}}
+    tuned = {**train, "epochs": 3, "lr": 0.0003, "refine_steps": 10, "refine_lr": 0.04, "init": "runs/recovered/rae_w16_d2_z1_b1"}
+    facts = {"name": "rae_w16_d2_z1_b1", "checkpoint": {"epochs": 3},
+             "training": {"task": "reconstruction", "model": model, "train": tuned, "train_seconds": 1320.0, "hardware": ["CPU B"], "init": init}}
+    first, then = _trained_with(facts).split(", then fine-tuned with ")
+    assert first.endswith("(100 epochs, 7 min of training on GPU A; its checkpoint rebuilt from an earlier export by `cae recover`)")
+    assert " --schedule cosine --refine-steps 10 --refine-lr 0.04 --init runs/recovered/rae_w16_d2_z1_b1 --epochs 3 " in then
+    assert "--refine" not in first
+
+
 def test_the_cli_names_the_same_decoding_parameters_as_the_model():
     # export/cli.py keeps its own copy so the CLI imports no torch; the two must not drift apart.
     from export.cli import DECODING

@@ -128,3 +128,14 @@ def test_cli_recovers_a_member_and_says_what_it_wrote(exported_models, tmp_path)
     assert Run.load(tmp_path / name).finished
     missing = subprocess.run([sys.executable, "-m", "cae", "recover", str(tmp_path / "nowhere" / name)], capture_output=True, text=True)
     assert missing.returncode == 2 and missing.stderr.startswith("cae recover: error:") and len(missing.stderr.splitlines()) == 1
+
+
+def test_a_run_fine_tuned_from_a_recovered_one_remembers_the_recovery(pca_export, tmp_path):
+    run_folder, models = pca_export
+    name = Run.load(run_folder).name
+    (recovered,) = recover([str(models / name)], tmp_path / "recovered")
+    config = PCAAutoencoderConfig(components=8, width=4, levels=2, tile=8)
+    result = train(config, TrainConfig(data="fake:160", epochs=1, batch_size=32, loss="mse", precision="fp32",
+                                       refine_steps=2, init=str(recovered.folder)), out=tmp_path / "tuned", progress=False)
+    assert result["init"]["recovered"] == recovered.state.recovered["from"]
+    assert result["init"]["recovered"]["decoder"]["file"] == str(models / name / "decoder.onnx")
