@@ -37,8 +37,11 @@ cae export "${args[@]}" --out models "$@"
 here=$(dirname "$0")
 for run in "${present[@]}"; do
   [[ -f $run/result.json ]] || continue  # a recovered run has no curves: the ones copied when it was trained stay
-  mkdir -p "$here/$(basename "$run")"
-  cp "$run/result.json" "$run/metrics.csv" "$run/loss_curve.png" "$here/$(basename "$run")/"
+  dest="$here/$(basename "$run")"
+  # A fine-tuned run's curves go beside those of the run it started from, not over them.
+  grep -q '^  "init": {' "$run/result.json" && dest+=/fine_tune
+  mkdir -p "$dest"
+  cp "$run/result.json" "$run/metrics.csv" "$run/loss_curve.png" "$dest/"
 done
 for sweep in results/sweep results/sweep_full; do cae figures --sweep "$sweep" --family models; done
 cae figures --sweep results/sweep_full --family models --margins "$here/family_margins.png"
