@@ -233,7 +233,7 @@ def cmd_download(args) -> int:
 
 
 def add_commands(sub) -> None:
-    from training.config import SWEEP_DEFAULTS, TRAIN_DEFAULTS
+    from training.config import SWEEP_DEFAULTS, TRAIN_DEFAULTS, TrainConfig
     from training.download import CIFAR10_MD5, CIFAR10_URL
 
 
@@ -241,10 +241,11 @@ def add_commands(sub) -> None:
     _add_model_args(p)
     _add_data_args(p, TRAIN_DEFAULTS["reconstruction"])
     g = p.add_argument_group("refinement (the service's `refine`)")
-    g.add_argument("--refine-steps", type=int, default=0, metavar="N",
+    g.add_argument("--refine-steps", type=int, default=TrainConfig.refine_steps, metavar="N",
                    help="also train the decoder on each batch's latents refined N Adam steps against it, so that "
-                        "refining at serving time wins more (about N+1 times the cost per step; default 0: off)")
-    g.add_argument("--refine-lr", type=float, default=0.04, metavar="LR", help="Adam's step size for that refinement (default 0.04)")
+                        f"refining at serving time wins more (about N+1 times the cost per step; default {TrainConfig.refine_steps}: off)")
+    g.add_argument("--refine-lr", type=float, default=TrainConfig.refine_lr, metavar="LR",
+                   help=f"Adam's step size for that refinement (default {TrainConfig.refine_lr:g})")
     p.add_argument("--out", default=None, help="run folder (default runs/<model name>)")
     p.set_defaults(func=cmd_train)
 

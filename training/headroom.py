@@ -18,6 +18,7 @@ import json
 
 import torch
 
+from cae.refine import LEARNING_RATE
 from training.data import load_images
 from training.metrics import per_image_mse, per_image_psnr
 from training.run import Run
@@ -47,7 +48,7 @@ def refine_latents(model: torch.nn.Module, images: torch.Tensor, z: torch.Tensor
     return z.detach()
 
 
-def latent_headroom(model: torch.nn.Module, images: torch.Tensor, steps: int = 100, lr: float = 0.01,
+def latent_headroom(model: torch.nn.Module, images: torch.Tensor, steps: int = 100, lr: float = LEARNING_RATE,
                     report: tuple[int, ...] = ()) -> dict:
     """Mean per-image PSNR of `model` on float images in [0, 1], with the encoder's latents and with
     latents optimised for `steps` Adam steps (and after each step count in `report`, to see what fewer
@@ -76,8 +77,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("run", help="a finished autoencoder run folder (or its checkpoint.pt)")
     parser.add_argument("--images", type=int, default=256, help="the first N validation images (default 256)")
     parser.add_argument("--steps", type=int, default=100, help="Adam steps per latent (default 100)")
-    parser.add_argument("--lr", type=float, default=0.01, help="Adam's step size (default 0.01, the service's own default; "
-                        "the manifest records each member's)")
+    parser.add_argument("--lr", type=float, default=LEARNING_RATE, help=f"Adam's step size (default {LEARNING_RATE:g}, the "
+                        "service's own default; the manifest records each member's)")
     parser.add_argument("--report", default="10,25,50", help="also give the gain after these step counts (default 10,25,50)")
     parser.add_argument("--data", default=None, help="the run's images from elsewhere (default: where it trained)")
     args = parser.parse_args(argv)

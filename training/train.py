@@ -154,7 +154,7 @@ class ReconstructionTask:
     kind = "reconstruction"
     metric_names = METRIC_NAMES
 
-    def __init__(self, model_config, loss: str, refine_steps: int = 0, refine_lr: float = 0.04):
+    def __init__(self, model_config, loss: str, refine_steps: int = 0, refine_lr: float = TrainConfig.refine_lr):
         self.config, self.loss_kind, self.name = model_config, loss, model_config.name
         self.refine_steps, self.refine_lr = refine_steps, refine_lr
 
