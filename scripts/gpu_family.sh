@@ -5,6 +5,7 @@
 # them), stopped after BUDGET_S seconds whatever the epoch, and the run folders brought back through $OUT.
 #
 #   here:    mkdir -p data && cp ../shared/datasets/cifar10-jpeg/train.tar.gz data/     (data/ is git-ignored)
+#            scripts/device_tree.sh out      (models/ off device calls: alone they are over 64 MiB; `in` after)
 #   device:  run(command="scripts/gpu_family.sh", carry=["data"], timeout_s=540)
 #            (a second call carries the unpacked runs/ back, carry=["data", "runs"], and resumes them)
 #   here:    cd <files_at> && for p in *.part-aa; do cat "${p%.part-aa}".part-* > /tmp/"${p%.part-aa}"; done

@@ -5,6 +5,7 @@
 # train_bench.tar (benchmark JSON and log, the full-split sweep folder), train.log and one tar per run.
 #
 #   here:    mkdir -p data && cp ../shared/datasets/cifar10-jpeg/train.tar.gz data/
+#            scripts/device_tree.sh out      (models/ off device calls: alone they are over 64 MiB; `in` after)
 #   device:  run(command="scripts/gpu_session.sh", carry=["data"], timeout_s=570)
 #   here:    tar -xf <files_at>/train_bench.tar -C /tmp/bench && tar -xzf /tmp/bench/sweep_full.tar.gz (runs/sweep_full_gpu)
 #            then the run tars as in scripts/gpu_family.sh

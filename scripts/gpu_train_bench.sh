@@ -9,7 +9,7 @@
 # checkpoints). The sweep resumes: a call cut short keeps its finished trials in SWEEP on
 # the machine while it stays warm, and the tar holds what finished.
 #
-#   run: DATA=data/train.tar.gz scripts/gpu_train_bench.sh       (carry ["data"])
+#   run: DATA=data/train.tar.gz scripts/gpu_train_bench.sh       (carry ["data"]; first, here: scripts/device_tree.sh out)
 #   here, to check the script: DEVICE=cpu DATA=fake:512 IMAGES=512 ROUNDS=1 WORKERS=2 OUT=/tmp/out scripts/gpu_train_bench.sh
 set -uo pipefail
 cd "$(dirname "$0")/.."
