@@ -151,6 +151,20 @@ class Manifest:
         """The default autoencoder (what `encoder` and `decoder` stand for)."""
         return self.autoencoders.get(self.default_autoencoder)
 
+    @property
+    def names(self) -> list[str]:
+        """The models by the names `cae export --keep` and CAE_MODELS take: the autoencoders, then `colorizer`."""
+        return sorted(self.autoencoders) + ([COLORIZER] if self.colorizer else [])
+
+    def keys_for(self, names: Iterable[str]) -> list[str]:
+        """The manifest keys of the models named (autoencoder names, `colorizer`), in the order named."""
+        names = list(names)
+        unknown = [n for n in names if n not in self.names]
+        if unknown:
+            raise ManifestError(f"{', '.join(map(repr, unknown))}: not in this folder (it has {', '.join(self.names)})")
+        return [key for n in dict.fromkeys(names)
+                for key in ([COLORIZER] if n == COLORIZER else [self.autoencoders[n].encoder.key, self.autoencoders[n].decoder.key])]
+
     @classmethod
     def from_dict(cls, manifest: dict, where: str = MANIFEST) -> Manifest:
         if not isinstance(manifest, dict):

@@ -263,10 +263,11 @@ def _reused(reuse: Path | None, replaced: set[str], staging: Path, keep: list[st
         verify_files(reuse, old)
     except ManifestError as e:
         raise ValueError(f"--reuse {reuse}: {e}") from None
-    known = set(old.autoencoders) | ({COLORIZER} if old.colorizer else set())
-    unknown = sorted(set(keep or []) - known)
-    if unknown:
-        raise ValueError(f"--keep {' '.join(unknown)}: not in {reuse} (it has {', '.join(sorted(known))})")
+    known = set(old.names)
+    try:
+        old.keys_for(keep or [])
+    except ManifestError as e:
+        raise ValueError(f"--keep {e} ({reuse})") from None
     replaced = replaced | (known - set(keep) if keep is not None else set())
     kept: dict[str, dict] = {}
     for key, entry in old.models.items():

@@ -39,7 +39,7 @@ def create_app(settings: Settings | None = None, models: ModelSet | None = None)
     @asynccontextmanager
     async def lifespan(app: FastAPI):
         give_large_blocks_back()  # photo-sized buffers go back to the kernel when freed (service.memory)
-        runtime.models = models or load_models(settings.model_dir, settings.providers, settings.intra_op_threads)
+        runtime.models = models or load_models(settings.model_dir, settings.providers, settings.intra_op_threads, settings.served_models)
         if settings.warmup:
             warm_up(runtime.models)
             runtime.release_memory()  # the warm-up's largest probes left arena regions behind (~130 MB measured)

@@ -277,20 +277,30 @@ class ModelSet(dict):
         return aliases + sorted(self)
 
 
-def load_models(model_dir: Path, providers: str = "auto", intra_op_threads: int = 0) -> ModelSet:
+def load_models(model_dir: Path, providers: str = "auto", intra_op_threads: int = 0, only: list[str] | None = None) -> ModelSet:
+    """The folder's models (`only` those named, by CAE_MODELS's names), checked against the manifest and loaded.
+    The default autoencoder is the folder's if it is loaded, else the first autoencoder `only` names."""
     model_dir = Path(model_dir)
     try:
         manifest = read_manifest(model_dir)
-        verify_files(model_dir, manifest)
+        try:
+            keys = manifest.keys_for(only) if only else list(manifest.models)
+        except ManifestError as e:
+            raise ManifestError(f"CAE_MODELS: {e}") from None
+        verify_files(model_dir, manifest, keys)
     except ManifestError as e:
         raise ModelLoadError(f"{e} (CAE_MODEL_DIR={model_dir})") from None
+    default = manifest.default_autoencoder
+    if only and default not in only:
+        default = next((name for name in only if name in manifest.autoencoders), None)
     chosen = choose_providers(providers)
     options = ort.SessionOptions()
     # On 2 cores with the shipped model at 16 concurrent requests, onnxruntime on one core (the other
     # left to the event loop's HTTP and PNG work) gave more requests/s and a lower p99 than on both.
     options.intra_op_num_threads = intra_op_threads or max(1, (os.cpu_count() or 1) - 1)
     models = {}
-    for key, entry in manifest.models.items():
+    for key in keys:
+        entry = manifest.models[key]
         facts, path = entry.facts, model_dir / entry.file
         session = ort.InferenceSession(str(path), sess_options=options, providers=chosen)
         if providers == "cuda" and "CUDAExecutionProvider" not in session.get_providers():
@@ -300,7 +310,9 @@ def load_models(model_dir: Path, providers: str = "auto", intra_op_threads: int 
             gradient = ort.InferenceSession(str(model_dir / entry.gradient["file"]), sess_options=options, providers=chosen)
             models[key].gradient = Gradient(entry.gradient, gradient)
         log.info("loaded %s (%s v%s) from %s with providers %s", key, facts["name"], facts.get("version", 1), path, session.get_providers())
-    return ModelSet(models, manifest.default_autoencoder)
+    if only:
+        log.info("serving %s of %s (CAE_MODELS); default autoencoder: %s", ", ".join(dict.fromkeys(only)), ", ".join(manifest.names), default)
+    return ModelSet(models, default)
 
 
 def _median_seconds(run, runs: int) -> float:

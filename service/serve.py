@@ -126,7 +126,7 @@ def serve(host: str = "127.0.0.1", port: int = 8000, insecure: bool = False, wor
     try:
         # Loaded before uvicorn starts (it would run the lifespan before binding anyway), so a folder that
         # cannot be served is one line and exit status 2, not a lifespan traceback.
-        models = load_models(settings.model_dir, settings.providers, settings.intra_op_threads)
+        models = load_models(settings.model_dir, settings.providers, settings.intra_op_threads, settings.served_models)
     except ModelLoadError as e:
         raise StartupError(str(e)) from None
     app = create_app(settings, models=models)

@@ -19,6 +19,9 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="CAE_", frozen=True)
 
     model_dir: Path = Field(SHIPPED_MODELS, description="folder with manifest.json and the ONNX files")
+    models: str = Field("", description="which of the folder's models to serve, by the names `cae export --keep` takes: "
+                        "autoencoder names and `colorizer`, separated by commas (e.g. pae_k256_w16_l3,colorizer); "
+                        "empty: all. The default autoencoder is the folder's if it is served, else the first named")
     providers: Literal["auto", "cpu", "cuda"] = Field(
         "auto", description="auto: CUDA when onnxruntime has it, else CPU; cuda: fail at startup unless CUDA loads")
     intra_op_threads: int = Field(0, ge=0, description="onnxruntime threads per session run (0: all cores but one, "
@@ -64,6 +67,11 @@ class Settings(BaseSettings):
                            "too (inference.GRPCInferenceService; the container uses 8001); 0: off")
     grpc_host: str | None = Field(None, description="address gRPC binds; default: the HTTP address under `cae serve`, "
                                   "loopback otherwise")
+
+    @property
+    def served_models(self) -> list[str] | None:
+        """CAE_MODELS as a list of names, None for all."""
+        return [name for name in self.models.replace(",", " ").split()] or None
 
     def exposed_without_key(self, host: str) -> bool:
         """Serving on `host` would answer the network with no key and without CAE_INSECURE (refused)."""

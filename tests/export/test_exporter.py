@@ -195,7 +195,7 @@ def test_reuse_keeps_what_an_export_does_not_replace(exported_models, tiny_runs,
     assert again["default_autoencoder"] == first["default_autoencoder"] and set(again["models"]) == set(first["models"])
     only_colorizer = export_models([tiny_runs["study"]], None, tmp_path / "third", reuse=models, keep=["colorizer"])
     assert sorted(only_colorizer["models"]) == sorted(["colorizer", f"{study}.decoder", f"{study}.encoder"])
-    with pytest.raises(ValueError, match="--keep nope: not in"):
+    with pytest.raises(ValueError, match="--keep 'nope': not in this folder"):
         export_models([tiny_runs["study"]], None, tmp_path / "other", reuse=models, keep=["nope"])
     with pytest.raises(ValueError, match="--default nope: not one of the autoencoders"):
         export_models([tiny_runs["study"]], None, tmp_path / "other", reuse=models, default="nope")

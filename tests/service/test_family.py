@@ -83,3 +83,43 @@ def test_v2_names_every_part_and_aliases_the_default(client):
     assert meta["inputs"][0]["shape"] == [-1, 4, -1, -1]
     assert client.get("/v2/models/tiny_fine.decoder/ready").status_code == 200
     assert client.get("/v2/models/tiny_fine/ready").status_code == 404  # an autoencoder is two models, not one
+
+
+def test_cae_models_serves_only_the_named_and_keeps_the_folders_default_when_named(make_client):
+    client = make_client(models="colorizer, tiny_autoencoder")
+    body = client.get("/v1/models").json()
+    assert body["default_autoencoder"] == "tiny_autoencoder"
+    assert [a["name"] for a in body["autoencoders"]] == ["tiny_autoencoder"]
+    assert {m["key"] for m in body["models"]} == {"tiny_autoencoder.encoder", "tiny_autoencoder.decoder", "colorizer"}
+    assert client.post("/colorize", content=png(), headers=PNG).status_code == 200
+    refused = client.post("/encode?model=tiny_fine", content=png(), headers=PNG)
+    assert refused.status_code == 404 and "(it serves: tiny_autoencoder)" in refused.json()["error"]["message"]
+    assert client.post("/v2/models/tiny_fine.encoder/infer", json={}).status_code == 404
+
+
+def test_cae_models_without_the_folders_default_makes_the_first_named_the_default(make_client):
+    client = make_client(models="tiny_fine")
+    assert client.get("/readyz").json()["autoencoders"] == ["tiny_fine"]
+    body = client.get("/v1/models").json()
+    assert body["default_autoencoder"] == "tiny_fine" and body["aliases"]["encoder"] == "tiny_fine.encoder"
+    encoded = client.post("/encode", content=png(), headers=PNG).json()
+    assert encoded["model"] == "tiny_fine" and encoded["results"][0]["shape"] == [4, 16, 16]
+    missing = client.post("/colorize", content=png(), headers=PNG)
+    assert missing.status_code == 404 and "colorizer" in missing.json()["error"]["message"]
+
+
+def test_cae_models_naming_what_the_folder_lacks_stops_the_startup(model_dir, tmp_path):
+    import shutil
+
+    from service.models import ModelLoadError, load_models
+
+    with pytest.raises(ModelLoadError, match=r"CAE_MODELS: 'nope': not in this folder \(it has tiny_autoencoder, tiny_fine, "
+                                             r"colorizer\)"):
+        load_models(model_dir, "cpu", 1, only=["tiny_fine", "nope"])
+    # Only the named models' files are checked and loaded: another member's damaged file does not matter.
+    folder = shutil.copytree(model_dir, tmp_path / "models")
+    (folder / "tiny_autoencoder" / "encoder.onnx").write_bytes(b"damaged")
+    served = load_models(folder, "cpu", 1, only=["tiny_fine"])
+    assert sorted(served) == ["tiny_fine.decoder", "tiny_fine.encoder"] and served.default_autoencoder == "tiny_fine"
+    with pytest.raises(ModelLoadError, match="sha256 does not match"):
+        load_models(folder, "cpu", 1)

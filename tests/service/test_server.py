@@ -97,6 +97,13 @@ def test_refuses_an_open_port_without_an_api_key(model_dir):
     assert proc.returncode == 2 and "refusing to bind 0.0.0.0 without an API key" in proc.stderr
 
 
+def test_cae_models_naming_an_unknown_model_is_one_line_and_exit_status_2(model_dir):
+    proc = subprocess.run([sys.executable, "-m", "service", "--port", str(free_port())], capture_output=True, text=True, timeout=60,
+                          env={**os.environ, "CAE_MODEL_DIR": str(model_dir), "CAE_MODELS": "tiny_fine,tiny_coarse"})
+    assert proc.returncode == 2 and "CAE_MODELS: 'tiny_coarse': not in this folder" in proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
 def test_slow_senders_hold_no_admission_slot_and_get_408(model_dir):
     # Twice as many clients as admission slots send their bodies a byte at a time; a normal request still
     # gets through, and each slow one is answered 408 once CAE_BODY_TIMEOUT_S has passed.
