@@ -51,7 +51,7 @@ size)
 out)
   shift
   paths=("${@:-models}")
-  [[ -f $STATE ]] && { echo "already out: $(tr '\n' ' ' < "$STATE")(scripts/device_tree.sh in first)" >&2; exit 1; }
+  [[ -f $STATE ]] && { echo "already out: $(paste -sd' ' "$STATE") (scripts/device_tree.sh in first)" >&2; exit 1; }
   for path in "${paths[@]}"; do
     [[ -n $(git ls-files -- "$path") ]] || { echo "$path: not tracked" >&2; exit 1; }
     [[ -z $(git status --porcelain -- "$path") ]] || { echo "$path has uncommitted changes: commit them first" >&2; exit 1; }
@@ -61,7 +61,7 @@ out)
   mkdir -p "$(dirname "$EXCLUDE")" "$(dirname "$HOOK")"
   for path in "${paths[@]}"; do printf '%s\n/%s/\n' "$MARK" "${path%/}" >> "$EXCLUDE"; done
   printf '#!/bin/sh\necho "%s are out of the index for device calls: scripts/device_tree.sh in, then commit" >&2\nexit 1\n' \
-    "$(tr '\n' ' ' < "$STATE")" > "$HOOK"
+    "$(paste -sd' ' "$STATE")" > "$HOOK"
   chmod +x "$HOOK"
   git rm -r -q --cached -- "${paths[@]}"
   echo "out of device calls: ${paths[*]} (files kept; scripts/device_tree.sh in puts them back)"
