@@ -49,14 +49,17 @@ def refine_latents(model: torch.nn.Module, images: torch.Tensor, z: torch.Tensor
 
 
 def latent_headroom(model: torch.nn.Module, images: torch.Tensor, steps: int = 100, lr: float = LEARNING_RATE,
-                    report: tuple[int, ...] = ()) -> dict:
+                    report: tuple[int, ...] = (), restarts: int = 0, noise: float = 0.25, seed: int = 0) -> dict:
     """Mean per-image PSNR of `model` on float images in [0, 1], with the encoder's latents and with
     latents optimised for `steps` Adam steps (and after each step count in `report`, to see what fewer
-    would win); the model's weights do not change."""
+    would win); the model's weights do not change. With `restarts`, each image's latent is also optimised
+    from that many other starts (the encoder's latent plus Gaussian noise of `noise` times the latents'
+    spread) and the best of all starts is reported too: whether the optimum found is only a local one."""
     model = model.eval().requires_grad_(False)
     with torch.no_grad():
         z = model.encode(images)
         encoder = per_image_psnr(model.decode(z), images).mean().item()
+    start = z
     along = {}
 
     def record(step, z):
@@ -66,10 +69,19 @@ def latent_headroom(model: torch.nn.Module, images: torch.Tensor, steps: int = 1
 
     z = refine_latents(model, images, z, steps, lr, on_step=record)
     with torch.no_grad():
-        optimised = per_image_psnr(model.decode(z), images).mean().item()
+        best = per_image_psnr(model.decode(z), images)
+    optimised = best.mean().item()
+    generator = torch.Generator().manual_seed(seed)
+    for _ in range(restarts):
+        noisy = start + noise * start.std() * torch.randn(start.shape, generator=generator).to(start)
+        refined = refine_latents(model, images, noisy, steps, lr)
+        with torch.no_grad():
+            best = torch.maximum(best, per_image_psnr(model.decode(refined), images))
     return {"images": len(images), "steps": steps, "encoder_psnr": round(encoder, 3),
             "optimised_psnr": round(optimised, 3), "headroom_db": round(optimised - encoder, 3),
-            **({"headroom_db_after": along} if along else {})}
+            **({"headroom_db_after": along} if along else {}),
+            **({"starts": restarts + 1, "noise": noise, "best_of_starts_psnr": round(best.mean().item(), 3),
+                "best_of_starts_gain_db": round(best.mean().item() - optimised, 3)} if restarts else {})}
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -81,6 +93,9 @@ def main(argv: list[str] | None = None) -> None:
                         "service's own default; the manifest records each member's)")
     parser.add_argument("--report", default="10,25,50", help="also give the gain after these step counts (default 10,25,50)")
     parser.add_argument("--data", default=None, help="the run's images from elsewhere (default: where it trained)")
+    parser.add_argument("--restarts", type=int, default=0, help="also optimise from this many noisy starts per image and "
+                        "report the best of all (default 0)")
+    parser.add_argument("--noise", type=float, default=0.25, help="the restarts' noise, times the latents' spread (default 0.25)")
     args = parser.parse_args(argv)
     report = tuple(int(n) for n in args.report.split(",") if n)
     run = Run.load(args.run)
@@ -89,7 +104,8 @@ def main(argv: list[str] | None = None) -> None:
     data = run.images(load_images(args.data) if args.data else None)
     chosen = run.split(data).val[: args.images]
     images = torch.as_tensor(data.images[chosen]).float() / 255
-    print(json.dumps({"run": str(run.folder), "model": run.name, "lr": args.lr, **latent_headroom(run.model(), images, args.steps, lr=args.lr, report=report)}))
+    print(json.dumps({"run": str(run.folder), "model": run.name, "lr": args.lr, **latent_headroom(run.model(), images, args.steps, lr=args.lr, report=report,
+                                                                                            restarts=args.restarts, noise=args.noise)}))
 
 
 if __name__ == "__main__":

@@ -34,6 +34,22 @@ def test_optimised_latents_reconstruct_at_least_as_well_and_leave_the_weights_al
     assert all(torch.equal(weights[k], v) for k, v in model.state_dict().items())
 
 
+def test_restarts_report_the_best_start_per_image_never_below_the_encoders():
+    torch.manual_seed(0)
+    model = logits_model()
+    with torch.no_grad():
+        for p in model.parameters():
+            p.normal_(0, 0.1)
+    images = torch.rand(5, 3, 8, 8)
+    plain = latent_headroom(model, images, steps=10, lr=0.04)
+    result = latent_headroom(model, images, steps=10, lr=0.04, restarts=3, noise=1.0)
+    assert "starts" not in plain and result["optimised_psnr"] == plain["optimised_psnr"]
+    assert result["starts"] == 4 and result["noise"] == 1.0
+    assert result["best_of_starts_psnr"] >= result["optimised_psnr"]  # a per-image maximum that includes the encoder's start
+    assert abs(result["best_of_starts_gain_db"] - (result["best_of_starts_psnr"] - result["optimised_psnr"])) < 2e-3
+    assert latent_headroom(model, images, steps=10, lr=0.04, restarts=3, noise=1.0) == result  # seeded
+
+
 def test_the_command_reads_a_run_and_prints_json(tmp_path, capsys):
     config = PCAAutoencoderConfig(components=8, width=4, levels=2, tile=16)
     train(config, TrainConfig(data="fake:200", epochs=1, batch_size=32, precision="fp32", loss="mse"), out=tmp_path, progress=False)
