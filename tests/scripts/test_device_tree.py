@@ -90,3 +90,16 @@ def test_out_refuses_paths_with_uncommitted_changes_and_an_existing_hook(repo):
     assert kept.returncode == 1 and "not replacing it" in kept.stderr
     assert (hooks / "pre-commit").read_text() == "#!/bin/sh\nexit 0\n"
     assert git(repo, "ls-files", "models").stdout != ""
+
+
+def test_this_checkout_without_models_leaves_room_for_the_data_on_a_device_call():
+    # What a GPU session sends: the tracked files but models/ (scripts/device_tree.sh out) and the training data
+    # it carries (the shared CIFAR-10 copy, 15.4 MiB). Large files committed elsewhere would break every such call.
+    root = SCRIPT.parents[1]
+    listed = subprocess.run(["git", "ls-files", "-z"], cwd=root, capture_output=True, text=True)
+    if shutil.which("git") is None or listed.returncode != 0:
+        pytest.skip("not a git checkout")
+    tracked = sum((root / f).stat().st_size for f in listed.stdout.split("\0")
+                  if f and not f.startswith("models/") and (root / f).is_file())
+    data, room = 16 * MIB, 2 * MIB  # the data rounded up; room for untracked files and what a run writes
+    assert tracked + data + room <= 64 * MIB, f"tracked files outside models/ take {tracked / MIB:.1f} MiB"
