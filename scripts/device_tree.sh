@@ -78,7 +78,7 @@ in)
   echo "back: ${paths[*]}"
   ;;
 *)
-  echo "usage: $0 size [PATH...] | out [PATH...] | in" >&2
+  echo "usage: $0 size [PATH...] | bytes [PATH...] | out [PATH...] | in" >&2
   exit 2
   ;;
 esac
