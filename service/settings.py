@@ -71,7 +71,7 @@ class Settings(BaseSettings):
     @property
     def served_models(self) -> list[str] | None:
         """CAE_MODELS as a list of names, None for all."""
-        return [name for name in self.models.replace(",", " ").split()] or None
+        return self.models.replace(",", " ").split() or None
 
     def exposed_without_key(self, host: str) -> bool:
         """Serving on `host` would answer the network with no key and without CAE_INSECURE (refused)."""
