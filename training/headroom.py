@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 
 import torch
 
@@ -32,16 +33,32 @@ def differentiable_decode(model: torch.nn.Module, z: torch.Tensor) -> torch.Tens
     return model.decoder(z)
 
 
+SCHEDULES = ("constant", "cosine", "linear")
+
+
+def step_size(lr: float, step: int, steps: int, schedule: str = "constant") -> float:
+    """Adam's step size at `step` (from 0) of `steps`: constant (what cae.refine does), or decayed towards 0 by
+    the end, along a half cosine or a line."""
+    if schedule == "cosine":
+        return lr * 0.5 * (1 + math.cos(math.pi * step / steps))
+    if schedule == "linear":
+        return lr * (1 - step / steps)
+    if schedule != "constant":
+        raise ValueError(f"schedule must be one of {', '.join(SCHEDULES)}, got {schedule!r}")
+    return lr
+
+
 def refine_latents(model: torch.nn.Module, images: torch.Tensor, z: torch.Tensor, steps: int, lr: float,
-                   on_step=None) -> torch.Tensor:
+                   on_step=None, schedule: str = "constant") -> torch.Tensor:
     """`z` after `steps` Adam steps towards the latents whose decodings are closest to `images`, each image on
     its own log-MSE, as cae.refine does in the service; the model's weights get no gradient. `on_step(step, z)`
-    sees the latents before each step. Returns new, detached latents."""
+    sees the latents before each step; `schedule` is step_size's. Returns new, detached latents."""
     z = z.detach().float().clone().requires_grad_(True)
     optimizer = torch.optim.Adam([z], lr=lr)
     for step in range(steps):
         if on_step is not None:
             on_step(step, z)
+        optimizer.param_groups[0]["lr"] = step_size(lr, step, steps, schedule)
         loss = per_image_mse(differentiable_decode(model, z).float(), images).clamp_min(1e-10).log().sum()  # each image's own step
         (z.grad,) = torch.autograd.grad(loss, z)
         optimizer.step()
@@ -49,12 +66,14 @@ def refine_latents(model: torch.nn.Module, images: torch.Tensor, z: torch.Tensor
 
 
 def latent_headroom(model: torch.nn.Module, images: torch.Tensor, steps: int = 100, lr: float = LEARNING_RATE,
-                    report: tuple[int, ...] = (), restarts: int = 0, noise: float = 0.25, seed: int = 0) -> dict:
+                    report: tuple[int, ...] = (), restarts: int = 0, noise: float = 0.25, seed: int = 0,
+                    schedule: str = "constant") -> dict:
     """Mean per-image PSNR of `model` on float images in [0, 1], with the encoder's latents and with
     latents optimised for `steps` Adam steps (and after each step count in `report`, to see what fewer
     would win); the model's weights do not change. With `restarts`, each image's latent is also optimised
     from that many other starts (the encoder's latent plus Gaussian noise of `noise` times the latents'
-    spread) and the best of all starts is reported too: whether the optimum found is only a local one."""
+    spread) and the best of all starts is reported too: whether the optimum found is only a local one.
+    `schedule` decays the step size over `steps` (step_size); the `report` gains are then mid-schedule."""
     model = model.eval().requires_grad_(False)
     with torch.no_grad():
         z = model.encode(images)
@@ -67,17 +86,17 @@ def latent_headroom(model: torch.nn.Module, images: torch.Tensor, steps: int = 1
             with torch.no_grad():
                 along[step] = round(per_image_psnr(model.decode(z), images).mean().item() - encoder, 3)
 
-    z = refine_latents(model, images, z, steps, lr, on_step=record)
+    z = refine_latents(model, images, z, steps, lr, on_step=record, schedule=schedule)
     with torch.no_grad():
         best = per_image_psnr(model.decode(z), images)
     optimised = best.mean().item()
     generator = torch.Generator().manual_seed(seed)
     for _ in range(restarts):
         noisy = start + noise * start.std() * torch.randn(start.shape, generator=generator).to(start)
-        refined = refine_latents(model, images, noisy, steps, lr)
+        refined = refine_latents(model, images, noisy, steps, lr, schedule=schedule)
         with torch.no_grad():
             best = torch.maximum(best, per_image_psnr(model.decode(refined), images))
-    return {"images": len(images), "steps": steps, "encoder_psnr": round(encoder, 3),
+    return {"images": len(images), "steps": steps, "schedule": schedule, "encoder_psnr": round(encoder, 3),
             "optimised_psnr": round(optimised, 3), "headroom_db": round(optimised - encoder, 3),
             **({"headroom_db_after": along} if along else {}),
             **({"starts": restarts + 1, "noise": noise, "best_of_starts_psnr": round(best.mean().item(), 3),
@@ -91,6 +110,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--steps", type=int, default=100, help="Adam steps per latent (default 100)")
     parser.add_argument("--lr", type=float, default=LEARNING_RATE, help=f"Adam's step size (default {LEARNING_RATE:g}, the "
                         "service's own default; the manifest records each member's)")
+    parser.add_argument("--schedule", choices=SCHEDULES, default="constant", help="Adam's step size over the steps: "
+                        "constant (the service's), or decayed to 0 along a half cosine or a line (default constant)")
     parser.add_argument("--report", default="10,25,50", help="also give the gain after these step counts (default 10,25,50)")
     parser.add_argument("--data", default=None, help="the run's images from elsewhere (default: where it trained)")
     parser.add_argument("--restarts", type=int, default=0, help="also optimise from this many noisy starts per image and "
@@ -105,7 +126,7 @@ def main(argv: list[str] | None = None) -> None:
     chosen = run.split(data).val[: args.images]
     images = torch.as_tensor(data.images[chosen]).float() / 255
     print(json.dumps({"run": str(run.folder), "model": run.name, "lr": args.lr, **latent_headroom(run.model(), images, args.steps, lr=args.lr, report=report,
-                                                                                            restarts=args.restarts, noise=args.noise)}))
+                                                                                            restarts=args.restarts, noise=args.noise, schedule=args.schedule)}))
 
 
 if __name__ == "__main__":

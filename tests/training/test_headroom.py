@@ -3,7 +3,7 @@ import json
 import pytest
 import torch
 
-from training.headroom import differentiable_decode, latent_headroom, main
+from training.headroom import differentiable_decode, latent_headroom, main, step_size
 from training.model import PCAAutoencoder, PCAAutoencoderConfig, ResidualAutoencoder, ResidualAutoencoderConfig
 from training.train import TrainConfig, train
 
@@ -50,12 +50,35 @@ def test_restarts_report_the_best_start_per_image_never_below_the_encoders():
     assert latent_headroom(model, images, steps=10, lr=0.04, restarts=3, noise=1.0) == result  # seeded
 
 
+def test_decayed_step_sizes_start_at_the_rate_and_end_near_zero():
+    assert [step_size(0.04, s, 4) for s in range(4)] == [0.04] * 4
+    assert [round(step_size(0.04, s, 4, "linear"), 6) for s in range(4)] == [0.04, 0.03, 0.02, 0.01]
+    cosine = [step_size(0.04, s, 4, "cosine") for s in range(4)]
+    assert cosine[0] == 0.04 and all(a > b > 0 for a, b in zip(cosine, cosine[1:]))
+    with pytest.raises(ValueError, match="schedule"):
+        step_size(0.04, 0, 4, "step")
+
+
+def test_a_decayed_schedule_still_descends_and_is_reported():
+    torch.manual_seed(0)
+    model = pixel_model()
+    with torch.no_grad():
+        for p in model.parameters():
+            p.normal_(0, 0.1)
+    images = torch.rand(4, 3, 8, 8)
+    constant = latent_headroom(model, images, steps=20, lr=0.04)
+    cosine = latent_headroom(model, images, steps=20, lr=0.04, schedule="cosine")
+    assert constant["schedule"] == "constant" and cosine["schedule"] == "cosine"
+    assert cosine["optimised_psnr"] > cosine["encoder_psnr"] and cosine["optimised_psnr"] != constant["optimised_psnr"]
+
+
 def test_the_command_reads_a_run_and_prints_json(tmp_path, capsys):
     config = PCAAutoencoderConfig(components=8, width=4, levels=2, tile=16)
     train(config, TrainConfig(data="fake:200", epochs=1, batch_size=32, precision="fp32", loss="mse"), out=tmp_path, progress=False)
-    main([str(tmp_path), "--images", "8", "--steps", "5"])
+    main([str(tmp_path), "--images", "8", "--steps", "5", "--schedule", "linear"])
     printed = json.loads(capsys.readouterr().out)
     assert printed["model"] == config.name and printed["images"] == 8 and printed["headroom_db"] > -0.01
+    assert printed["schedule"] == "linear"
 
 
 @pytest.mark.parametrize("make", [pixel_model, logits_model])
