@@ -106,7 +106,9 @@ def latent_headroom(model: torch.nn.Module, images: torch.Tensor, steps: int = 1
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("run", help="a finished autoencoder run folder (or its checkpoint.pt)")
-    parser.add_argument("--images", type=int, default=256, help="the first N validation images (default 256)")
+    parser.add_argument("--images", type=int, default=256, help="the first N images of the split (default 256; 0 = all)")
+    parser.add_argument("--split", choices=("val", "test"), default="val", help="the run's validation or test images "
+                        "(default val: choose on validation, report on test)")
     parser.add_argument("--steps", type=int, default=100, help="Adam steps per latent (default 100)")
     parser.add_argument("--lr", type=float, default=LEARNING_RATE, help=f"Adam's step size (default {LEARNING_RATE:g}, the "
                         "service's own default; the manifest records each member's)")
@@ -123,9 +125,9 @@ def main(argv: list[str] | None = None) -> None:
     if run.kind != "reconstruction":
         parser.error(f"{args.run} holds a {run.kind} model, not an autoencoder")
     data = run.images(load_images(args.data) if args.data else None)
-    chosen = run.split(data).val[: args.images]
+    chosen = getattr(run.split(data), args.split)[: args.images or None]
     images = torch.as_tensor(data.images[chosen]).float() / 255
-    print(json.dumps({"run": str(run.folder), "model": run.name, "lr": args.lr, **latent_headroom(run.model(), images, args.steps, lr=args.lr, report=report,
+    print(json.dumps({"run": str(run.folder), "model": run.name, "split": args.split, "lr": args.lr, **latent_headroom(run.model(), images, args.steps, lr=args.lr, report=report,
                                                                                             restarts=args.restarts, noise=args.noise, schedule=args.schedule)}))
 
 

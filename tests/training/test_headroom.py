@@ -78,7 +78,10 @@ def test_the_command_reads_a_run_and_prints_json(tmp_path, capsys):
     main([str(tmp_path), "--images", "8", "--steps", "5", "--schedule", "linear"])
     printed = json.loads(capsys.readouterr().out)
     assert printed["model"] == config.name and printed["images"] == 8 and printed["headroom_db"] > -0.01
-    assert printed["schedule"] == "linear"
+    assert printed["schedule"] == "linear" and printed["split"] == "val"
+    main([str(tmp_path), "--images", "0", "--steps", "1", "--split", "test"])
+    printed = json.loads(capsys.readouterr().out)
+    assert printed["split"] == "test" and printed["images"] == 20  # all of fake:200's 10 % test split
 
 
 @pytest.mark.parametrize("make", [pixel_model, logits_model])
