@@ -16,13 +16,19 @@ def logits_model():
     return ResidualAutoencoder(ResidualAutoencoderConfig(width=4, downsamplings=1, latent_channels=1, blocks=1))
 
 
-@pytest.mark.parametrize("make", [pixel_model, logits_model])
-def test_optimised_latents_reconstruct_at_least_as_well_and_leave_the_weights_alone(make):
+def with_random_weights(make):
+    """A model whose weights are seeded noise, so its decoder has something to descend."""
     torch.manual_seed(0)
     model = make()
     with torch.no_grad():
         for p in model.parameters():
             p.normal_(0, 0.1)
+    return model
+
+
+@pytest.mark.parametrize("make", [pixel_model, logits_model])
+def test_optimised_latents_reconstruct_at_least_as_well_and_leave_the_weights_alone(make):
+    model = with_random_weights(make)
     weights = {k: v.clone() for k, v in model.state_dict().items()}
     images = torch.rand(6, 3, 8, 8)
     result = latent_headroom(model, images, steps=30, report=(0, 10))
@@ -35,11 +41,7 @@ def test_optimised_latents_reconstruct_at_least_as_well_and_leave_the_weights_al
 
 
 def test_restarts_report_the_best_start_per_image_never_below_the_encoders():
-    torch.manual_seed(0)
-    model = logits_model()
-    with torch.no_grad():
-        for p in model.parameters():
-            p.normal_(0, 0.1)
+    model = with_random_weights(logits_model)
     images = torch.rand(5, 3, 8, 8)
     plain = latent_headroom(model, images, steps=10, lr=0.04)
     result = latent_headroom(model, images, steps=10, lr=0.04, restarts=3, noise=1.0)
@@ -60,11 +62,7 @@ def test_decayed_step_sizes_start_at_the_rate_and_end_near_zero():
 
 
 def test_a_decayed_schedule_still_descends_and_is_reported():
-    torch.manual_seed(0)
-    model = pixel_model()
-    with torch.no_grad():
-        for p in model.parameters():
-            p.normal_(0, 0.1)
+    model = with_random_weights(pixel_model)
     images = torch.rand(4, 3, 8, 8)
     constant = latent_headroom(model, images, steps=20, lr=0.04)
     cosine = latent_headroom(model, images, steps=20, lr=0.04, schedule="cosine")
