@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 
 import torch
 
@@ -23,6 +22,7 @@ from cae.refine import LEARNING_RATE
 from training.data import load_images
 from training.metrics import per_image_mse, per_image_psnr
 from training.run import Run
+from training.step import SCHEDULES, set_lr, step_size
 
 
 def differentiable_decode(model: torch.nn.Module, z: torch.Tensor) -> torch.Tensor:
@@ -31,21 +31,6 @@ def differentiable_decode(model: torch.nn.Module, z: torch.Tensor) -> torch.Tens
     if getattr(model, "output_is_logits", False):
         return torch.sigmoid(model.decode_logits(z))
     return model.decoder(z)
-
-
-SCHEDULES = ("constant", "cosine", "linear")
-
-
-def step_size(lr: float, step: int, steps: int, schedule: str = "constant") -> float:
-    """Adam's step size at `step` (from 0) of `steps`: constant (what cae.refine does), or decayed towards 0 by
-    the end, along a half cosine or a line."""
-    if schedule == "cosine":
-        return lr * 0.5 * (1 + math.cos(math.pi * step / steps))
-    if schedule == "linear":
-        return lr * (1 - step / steps)
-    if schedule != "constant":
-        raise ValueError(f"schedule must be one of {', '.join(SCHEDULES)}, got {schedule!r}")
-    return lr
 
 
 def refine_latents(model: torch.nn.Module, images: torch.Tensor, z: torch.Tensor, steps: int, lr: float,
@@ -58,7 +43,7 @@ def refine_latents(model: torch.nn.Module, images: torch.Tensor, z: torch.Tensor
     for step in range(steps):
         if on_step is not None:
             on_step(step, z)
-        optimizer.param_groups[0]["lr"] = step_size(lr, step, steps, schedule)
+        set_lr(optimizer, step_size(lr, step, steps, schedule))
         loss = per_image_mse(differentiable_decode(model, z).float(), images).clamp_min(1e-10).log().sum()  # each image's own step
         (z.grad,) = torch.autograd.grad(loss, z)
         optimizer.step()

@@ -15,6 +15,7 @@ hundreds. Results match the eager step (the same arithmetic, replayed).
 from __future__ import annotations
 
 import logging
+import math
 from dataclasses import dataclass
 
 import torch
@@ -42,6 +43,21 @@ class StepPlan:
         if hasattr(model, "subpixel_decoder"):
             model.subpixel_decoder = self.subpixel_decoder
         return model.to(memory_format=torch.channels_last if self.channels_last else torch.contiguous_format)
+
+
+SCHEDULES = ("constant", "cosine", "linear")
+
+
+def step_size(lr: float, step: int, steps: int, schedule: str = "constant") -> float:
+    """Adam's step size at `step` (from 0) of `steps`: constant (what cae.refine does, and `cae train --schedule constant`), or decayed towards 0 by
+    the end, along a half cosine or a line."""
+    if schedule == "cosine":
+        return lr * 0.5 * (1 + math.cos(math.pi * step / steps))
+    if schedule == "linear":
+        return lr * (1 - step / steps)
+    if schedule != "constant":
+        raise ValueError(f"schedule must be one of {', '.join(SCHEDULES)}, got {schedule!r}")
+    return lr
 
 
 def set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:

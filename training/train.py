@@ -33,7 +33,7 @@ from training.data import ImageArray, Split, load_images, split_indices
 from training.run import CHECKPOINT, DataFacts, Run, RunState  # noqa: F401 (CHECKPOINT re-exported)
 from training.augment import WeightAverage, augment, epoch_generator
 from training.headroom import refine_latents
-from training.step import GraphedStep, StepPlan, make_optimizer_for, set_lr
+from training.step import GraphedStep, StepPlan, make_optimizer_for, set_lr, step_size
 from training.metrics import METRIC_NAMES, batch_sums, per_image_mse
 from training.model import FIRST_MODEL, MODEL_CONFIGS, PCAAutoencoderConfig, build_autoencoder
 
@@ -382,8 +382,7 @@ def train(
         for i, x in enumerate(bar):
             if config.schedule == "cosine":
                 # A function of the position in the run only, so a resumed run continues the same curve.
-                progress_done = ((epoch - 1) * steps_per_epoch + i) / (config.epochs * steps_per_epoch)
-                set_lr(optimizer, config.lr * 0.5 * (1 + math.cos(math.pi * progress_done)))
+                set_lr(optimizer, step_size(config.lr, (epoch - 1) * steps_per_epoch + i, config.epochs * steps_per_epoch, "cosine"))
             loss = step(augment(x, config.augment, generator))
             if ema is not None:
                 ema.update(model)
