@@ -113,3 +113,26 @@ def test_the_card_reports_refined_latents_per_member_with_their_margin():
     card = model_card.render(manifest)
     assert "| +1.20 | **missed by 0.30 dB** |" in card
     assert f"0 of the 1 members that can refine meet the target; {decoder['autoencoder']} is short by 0.30 dB." in card
+
+
+def test_each_member_is_judged_at_the_most_steps_its_own_export_measured():
+    # `cae export --refine-steps 10,25,50` for one member, the default 10,25 kept for another (--reuse).
+    manifest = json.loads(SHIPPED.read_text())
+    decoders = [f for f in manifest["models"].values() if f["role"] == "decoder"]
+    for f in decoders:
+        f.pop("gradient", None)
+    longer, kept = decoders[:2]
+    pcas = [manifest["models"][f"{d['autoencoder']}.encoder"]["test"]["pca_psnr"] for d in (longer, kept)]
+    longer["gradient"] = {"file": "a/gradient.onnx", "sha256": "ab" * 32, "lr": 0.04, "parity": {"one tile": 1e-6},
+                          "test": {"images": 5000, "psnr": pcas[0] + 0.5,
+                                   "psnr_by_steps": {"10": pcas[0] + 1.2, "25": pcas[0] + 1.4, "50": pcas[0] + 1.55}}}
+    kept["gradient"] = {"file": "b/gradient.onnx", "sha256": "cd" * 32, "lr": 0.02, "parity": {"one tile": 1e-6},
+                        "test": {"images": 5000, "psnr": pcas[1] + 0.5, "psnr_by_steps": {"10": pcas[1] + 1.3, "25": pcas[1] + 1.45}}}
+    card = model_card.render(manifest)
+    rows = {d["autoencoder"]: next(line for line in card.splitlines() if line.startswith(f"| {d['autoencoder']} | {lr} |"))
+            for d, lr in ((longer, "0.04"), (kept, "0.02"))}
+    assert rows[longer["autoencoder"]].endswith("| +1.55 | met |")
+    assert rows[kept["autoencoder"]].endswith("| - | +1.45 (at 25) | **missed by 0.05 dB** |")
+    assert "50 steps | margin over PCA at the most steps measured (dB) | target |" in card
+    assert (f"(`refine=25/50`, the table above), 1 of the 2 members that can refine meet the target ({longer['autoencoder']}); "
+            f"{kept['autoencoder']} is short by 0.05 dB.") in card
