@@ -49,8 +49,8 @@ SCHEDULES = ("constant", "cosine", "linear")
 
 
 def step_size(lr: float, step: int, steps: int, schedule: str = "constant") -> float:
-    """Adam's step size at `step` (from 0) of `steps`: constant (what cae.refine does, and `cae train --schedule constant`), or decayed towards 0 by
-    the end, along a half cosine or a line."""
+    """Adam's step size at `step` (from 0) of `steps`: constant (what cae.refine does, and `cae train --schedule
+    constant`), or decayed towards 0 by the end, along a half cosine or a line."""
     if schedule == "cosine":
         return lr * 0.5 * (1 + math.cos(math.pi * step / steps))
     if schedule == "linear":
