@@ -103,18 +103,35 @@ def _train_command(task: str, name: str, model: dict, t: dict) -> str:
             f"--batch-size {t['batch_size']} --lr {t['lr']:g}")
 
 
-def _trained_with(facts: dict) -> str:
-    """"`command` (N epochs, M min of training on X)", preceded by the run it was fine-tuned from, if any."""
+def _lineage(training: dict) -> list[dict]:
+    """The runs a model was fine-tuned from, first to last: each fine-tune's facts hold its --init run's, which
+    hold theirs."""
+    chain, init = [], training.get("init")
+    while init:
+        chain.append(init)
+        init = init.get("init")
+    return chain[::-1]
+
+
+def _total_epochs(facts: dict) -> str:
+    """A table cell: the epochs of every run the model went through, "35 (30+3+1+1)" where it was fine-tuned."""
+    counts = [init["epochs"] for init in _lineage(facts["training"])] + [facts["checkpoint"]["epochs"]]
+    return str(counts[0]) if len(counts) == 1 else f"{sum(counts)} ({'+'.join(map(str, counts))})"
+
+
+def _trained_with(facts: dict, data: str = "") -> str:
+    """"`command` (N epochs<data>, M min of training on X)", preceded by each run it was fine-tuned from
+    (`data`, where the data is named, only on the last: a fine-tune starts from a run on the same split)."""
     training = facts["training"]
-    this = f"`{_train_command(training['task'], facts['name'], training['model'], training['train'])}` ({_epochs(facts)}{_wall_time(training)})"
-    init = training.get("init")
-    if not init:
-        return this
-    n = init["epochs"]
-    first = (f"`{_train_command(training['task'], init['name'], init['model'], init['train'])}` "
-             f"({n} epoch{'' if n == 1 else 's'}{_wall_time(init)}"
-             f"{'; its checkpoint rebuilt from an earlier export by `cae recover`' if init.get('recovered') else ''})")
-    return f"{first}, then fine-tuned with {this}"
+    steps = []
+    for init in _lineage(training):
+        n = init["epochs"]
+        steps.append(f"`{_train_command(training['task'], init['name'], init['model'], init['train'])}` "
+                     f"({n} epoch{'' if n == 1 else 's'}{_wall_time(init)}"
+                     f"{'; its checkpoint rebuilt from an earlier export by `cae recover`' if init.get('recovered') else ''})")
+    steps.append(f"`{_train_command(training['task'], facts['name'], training['model'], training['train'])}` "
+                 f"({_epochs(facts)}{data}{_wall_time(training)})")
+    return ", then fine-tuned with ".join(steps)
 
 
 # The product's target for every autoencoder of the family (the models issue): PCA + this many dB.
@@ -148,7 +165,7 @@ def _family_section(manifest: dict) -> list[str]:
         margin = test["psnr"] - test["pca_psnr"] if "pca_psnr" in test else None
         verdict = "-" if margin is None else ("met" if margin >= TARGET_MARGIN_DB else f"**missed by {TARGET_MARGIN_DB - margin:.2f} dB**")
         lines.append(f"| {name}{' (default)' if name == default else ''} | {f['latent_size_32x32']} | {shape} | {params:,} | "
-                     f"{'-' if cost.get(name) is None else f'{cost[name]:,}'} | {f['checkpoint']['epochs']} | {test['psnr']:.2f} | {_fmt(test.get('pca_psnr'))} | "
+                     f"{'-' if cost.get(name) is None else f'{cost[name]:,}'} | {_total_epochs(f)} | {test['psnr']:.2f} | {_fmt(test.get('pca_psnr'))} | "
                      f"{'-' if margin is None else f'{margin:+.2f}'} | {_fmt(test.get('ssim'), 3)} | {verdict} |")
     lines += _refined_section(members, models)
     lines += ["", "Trained with:", ""]
@@ -159,9 +176,8 @@ def _family_section(manifest: dict) -> list[str]:
             gone = training["recovered"].get("checkpoint", {}).get("path")
             origin += (f"; rebuilt from the files of an earlier export (`{training['recovered']['from']['encoder']['file']}` and its decoder) "
                        f"by `cae recover`{f', its checkpoint `{gone}` being gone' if gone else ''}")
-        lines.append(f"- {f['autoencoder']}: `{_train_command(training['task'], f['name'], training['model'], training['train'])}` "
-                     f"({_epochs(f)} on {f['data']['sizes']['train']:,} training images of "
-                     f"`{f['data']['source']}`, split seed {f['data']['split_seed']}{_wall_time(training)}){origin}")
+        data = f" on {f['data']['sizes']['train']:,} training images of `{f['data']['source']}`, split seed {f['data']['split_seed']}"
+        lines.append(f"- {f['autoencoder']}: {_trained_with(f, data)}{origin}")
     lines.append("")
     sel = manifest.get("selection")
     if sel:
@@ -239,7 +255,8 @@ def _family_gap(members: list[dict]) -> list[str]:
             "100 GPU epochs (+0.21 to +0.79 dB); autoencoders that start as PCA (pae), 30-40 CPU epochs with flips "
             "(+0.60 to +1.01 dB), with pilots of an encoder CNN (also grown from a trained member), a deeper and a wider "
             "refiner, and a longer schedule; refining each latent against the decoder (served as `refine=<steps>`, "
-            "the table above), which the plain margins do not include. Not yet tried: the pae recipe for 100+ epochs "
+            "the table above), which the plain margins do not include, and decoders fine-tuned on the latents refining "
+            "finds (more PSNR refined for a little less plain). Not yet tried: the pae recipe for 100+ epochs "
             "on a GPU.", ""]
 
 

@@ -136,3 +136,29 @@ def test_each_member_is_judged_at_the_most_steps_its_own_export_measured():
     assert "50 steps | margin over PCA at the most steps measured (dB) | target |" in card
     assert (f"(`refine=25/50`, the table above), 1 of the 2 members that can refine meet the target ({longer['autoencoder']}); "
             f"{kept['autoencoder']} is short by 0.05 dB.") in card
+
+
+def test_a_fine_tuned_member_shows_every_run_it_went_through():
+    # A member fine-tuned twice: its facts hold the run it started from, whose facts hold the first.
+    manifest = json.loads(SHIPPED.read_text())
+    member = next(f for f in manifest["models"].values() if f["role"] == "encoder")
+    name, training = member["autoencoder"], member["training"]
+    first = {"run": "runs/a", "name": name, "model": training["model"], "epochs": 30, "train_seconds": 1200.0,
+             "hardware": ["CPU Y"], "train": {**training["train"], "epochs": 30, "init": None}}
+    second = {**first, "run": "runs/b", "epochs": 3, "train_seconds": 600.0, "init": first,
+              "train": {**training["train"], "epochs": 3, "refine_steps": 10, "refine_lr": 0.04, "init": "runs/a"}}
+    training.pop("init", None)
+    member["checkpoint"]["epochs"] = 1
+    training["train"].update(epochs=1, init="runs/b")
+    training["init"] = second
+    card = model_card.render(manifest)
+    row = next(line for line in card.splitlines() if line.startswith(f"| {name} |"))
+    assert "| 34 (30+3+1) |" in row
+    line = next(line for line in card.splitlines() if line.startswith(f"- {name}: "))
+    assert line.count("then fine-tuned with") == 2
+    assert "(30 epochs, 20 min of training on CPU Y), then fine-tuned with" in line
+    assert "--refine-steps 10 --refine-lr 0.04 --init runs/a --epochs 3" in line and "(3 epochs, 10 min of training on CPU Y)" in line
+    assert line.index("--init runs/a") < line.index("--init runs/b") and "(1 epoch on " in line
+    training.pop("init")
+    assert f"| {member['checkpoint']['epochs']} |" in next(line for line in model_card.render(manifest).splitlines()
+                                                          if line.startswith(f"| {name} |"))
