@@ -53,7 +53,7 @@ def model_file(autoencoder: str, role: str) -> str:
     return f"{autoencoder}/{role}.onnx"
 
 
-def _valid_name(name: str) -> bool:
+def valid_name(name: str) -> bool:
     # Names appear in URLs (/v2/models/<name>.encoder/infer), file paths and Triton repositories.
     return bool(name) and all(c.isalnum() or c in "_-" for c in name)
 
@@ -114,7 +114,7 @@ class ModelEntry:
         if role == COLORIZER:
             if key != COLORIZER:
                 raise ManifestError(f"{where}: the colorizer's key must be {COLORIZER!r}, got {key!r}")
-        elif not isinstance(autoencoder, str) or not _valid_name(autoencoder) or key != model_key(autoencoder, role):
+        elif not isinstance(autoencoder, str) or not valid_name(autoencoder) or key != model_key(autoencoder, role):
             raise ManifestError(f"{where}: models.{key}: an {role} needs an `autoencoder` name (letters, digits, _ and -) "
                                 f"and the key <autoencoder>.{role}")
         return cls(key, role, entry["name"], entry["file"], entry["sha256"], entry["stride"], entry["inputs"],
@@ -216,7 +216,7 @@ def upgrade(manifest: dict, where: str = MANIFEST) -> dict:
         if role == COLORIZER:
             entries[COLORIZER] = {**entry, "role": role}
         else:
-            ae = name if isinstance(name, str) and _valid_name(name) else "autoencoder"
+            ae = name if isinstance(name, str) and valid_name(name) else "autoencoder"
             entries[model_key(ae, role)], default = {**entry, "role": role, "autoencoder": ae}, ae
     return {**manifest, "format": FORMAT, "upgraded_from": manifest["format"], "default_autoencoder": default,
             "models": entries}

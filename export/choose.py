@@ -38,6 +38,8 @@ class Candidate:
     psnr: float
     pca_psnr: float
     multiply_adds: float  # per pixel, encoder and decoder together (training.model.multiply_adds_per_pixel)
+    # The network's configuration name, where the member is served under another (`cae export --autoencoder RUN=NAME`).
+    architecture: str | None = None
 
     @property
     def margin(self) -> float:
@@ -47,7 +49,8 @@ class Candidate:
         return {"run": str(self.run), "name": self.name, "latent_size": self.latent_size, "epochs": self.epochs,
                 "fraction": self.fraction, "psnr": round(self.psnr, 3), "pca_psnr": round(self.pca_psnr, 3),
                 "margin_db": round(self.margin, 3),
-                "multiply_adds_per_pixel": round(self.multiply_adds)}
+                "multiply_adds_per_pixel": round(self.multiply_adds),
+                **({"architecture": self.architecture} if self.architecture not in (None, self.name) else {})}
 
 
 class PCACurves:
@@ -73,8 +76,10 @@ class PCACurves:
         return self._fits[key].evaluate(data.images[split.test], [k])[0]["psnr"]
 
 
-def evaluate_candidates(runs: list[Path], data: ImageArray | None = None) -> list[Candidate]:
+def evaluate_candidates(runs: list[Path], data: ImageArray | None = None, names: dict[Path, str] | None = None) -> list[Candidate]:
+    """Each run as a candidate member, named by its model name or by `names` (run folder -> member name)."""
     curves = PCACurves(data)
+    names = {Path(run): name for run, name in (names or {}).items()}
     candidates = []
     for run in runs:
         loaded = Run.load(run)
@@ -83,8 +88,9 @@ def evaluate_candidates(runs: list[Path], data: ImageArray | None = None) -> lis
         if not loaded.finished:
             raise ValueError(f"{run} has not finished training (no test metrics yet)")
         k = loaded.model_config.latent_size(32, 32)
-        candidates.append(Candidate(Path(run), loaded.name, k, loaded.state.epoch, loaded.data.fraction,
-                                    loaded.state.test["psnr"], curves.psnr(loaded, k), multiply_adds_per_pixel(loaded.name)))
+        candidates.append(Candidate(Path(run), names.get(Path(run), loaded.name), k, loaded.state.epoch, loaded.data.fraction,
+                                    loaded.state.test["psnr"], curves.psnr(loaded, k), multiply_adds_per_pixel(loaded.name),
+                                    architecture=loaded.name))
     return candidates
 
 

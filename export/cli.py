@@ -46,6 +46,16 @@ def step_counts(text: str) -> tuple[int, ...]:
     return tuple(sorted(counts))
 
 
+def member(text: str) -> tuple[Path, str | None]:
+    """--autoencoder RUN or RUN=NAME: a run folder, and the name its member is served by (default: its model's)."""
+    from cae.manifest import valid_name
+
+    run, sep, name = text.rpartition("=") if "=" in text else (text, "", "")
+    if sep and not valid_name(name):
+        raise argparse.ArgumentTypeError(f"{text!r}: a member name is letters, digits, _ and - (RUN=NAME)")
+    return Path(run), name or None
+
+
 def cmd_export(args) -> int:
     from training.cli import DRY_RUN, dry_run_folder
 
@@ -55,7 +65,7 @@ def cmd_export(args) -> int:
         raise ValueError("--keep names models of --reuse DIR; give --reuse too")
     if args.reuse and not (Path(args.reuse) / "manifest.json").is_file():
         raise FileNotFoundError(f"--reuse {args.reuse}: no manifest.json (a models folder of `cae export`)")
-    runs = [Path(r) for r in args.autoencoder or []] + ([Path(args.colorizer)] if args.colorizer else [])
+    runs = [run for run, _ in args.autoencoder or []] + ([Path(args.colorizer)] if args.colorizer else [])
     for run in runs:  # checked before anything runs, dry run or not
         if not (run / "checkpoint.pt").is_file():
             raise FileNotFoundError(f"{run}: no checkpoint.pt (a run folder of `cae train` or `cae train-colorizer`)")
@@ -74,7 +84,8 @@ def cmd_export(args) -> int:
     options = ExportOptions(exporter=args.exporter, opset=args.opset, tolerance=args.tolerance, version=args.version,
                             decoder_form=args.decoder_form, gradient=not args.no_gradient,
                             refine_steps=args.refine_steps or ExportOptions.refine_steps)
-    autoencoders, colorizer, out = [Path(r) for r in args.autoencoder or []], args.colorizer and Path(args.colorizer), Path(args.out)
+    autoencoders, colorizer, out = [run for run, _ in args.autoencoder or []], args.colorizer and Path(args.colorizer), Path(args.out)
+    names = {run: name for run, name in args.autoencoder or [] if name}
     data = load_images(args.data) if args.data else None
     triton_dir = Path(args.triton) if args.triton else None
     if args.dry_run:
@@ -92,7 +103,8 @@ def cmd_export(args) -> int:
     command = "cae " + " ".join(sys.argv[1:]) if sys.argv and sys.argv[0].endswith("cae") and not args.dry_run else None
     reuse = Path(args.reuse) if args.reuse and not args.dry_run else None
     manifest = export_models(autoencoders, colorizer, out, options, data=data, triton_dir=triton_dir, command=command,
-                             reuse=reuse, default=args.default, keep=args.keep, decoding=decoding, decoding_rule=rule)
+                             reuse=reuse, default=args.default, keep=args.keep, decoding=decoding, decoding_rule=rule,
+                             names=None if args.dry_run else names)
     for facts in manifest["models"].values():
         print(f"{out / facts['file']}: {facts['name']}, sha256 {facts['sha256'][:12]}, test " +
               ", ".join(f"{k} {v:.4g}" for k, v in facts["test"].items() if isinstance(v, float)))
@@ -112,8 +124,9 @@ def add_commands(sub) -> None:
                        description="Export a family of autoencoders (every run given; the default by the rule in "
                                    "export/choose.py) and a colorizer to ONNX; parity with PyTorch is checked and any mismatch "
                                    "fails the export.")
-    p.add_argument("--autoencoder", nargs="+", metavar="RUN", help="autoencoder run folder(s) (`cae train`, a sweep's trials/<name>): "
-                   "each becomes a member of the served family, named by its model name")
+    p.add_argument("--autoencoder", nargs="+", metavar="RUN[=NAME]", type=member,
+                   help="autoencoder run folder(s) (`cae train`, a sweep's trials/<name>): each becomes a member of the served "
+                   "family, named by its model name, or by NAME (to serve two runs of one network side by side)")
     p.add_argument("--default", metavar="NAME", help="the default autoencoder (default: by the rule in export/choose.py)")
     p.add_argument("--reuse", metavar="DIR", help="an earlier export (e.g. models) whose models this one keeps unless it replaces "
                    "them: autoencoders of other names, and the colorizer when --colorizer is not given; files are checked and "

@@ -175,7 +175,8 @@ def export_autoencoder(candidate: Candidate, out: Path, options: ExportOptions, 
     inference = for_inference(model)  # exported; parity is checked against the model as trained
     enc_inference = graphs.EncoderGraph(inference).eval()
     dec_inference = graphs.DecoderGraph(inference, options.decoder_form).eval()
-    print(f"exporting {run.name} from {_relative(run.path)}")
+    member = candidate.name  # the name it is served by: the model's, unless the export named it otherwise
+    print(f"exporting {run.name} from {_relative(run.path)}" + (f" as {member}" if member != run.name else ""))
 
     image_cases = _image_cases(real, stride)
     with torch.no_grad():
@@ -183,7 +184,7 @@ def export_autoencoder(candidate: Candidate, out: Path, options: ExportOptions, 
         g = torch.Generator().manual_seed(1)
         scale = float(latent_cases["encoded_real_32x32"].std())
         latent_cases["random_4x4_latents"] = torch.randn(2, latent_channels, 4, 4, generator=g) * scale
-    enc_path, dec_path = out / model_file(run.name, "encoder"), out / model_file(run.name, "decoder")
+    enc_path, dec_path = out / model_file(member, "encoder"), out / model_file(member, "decoder")
     enc_path.parent.mkdir(parents=True, exist_ok=True)
     enc_example, dec_example = image_cases["random_32x32"], latent_cases["encoded_real_32x32"]
     if 32 // stride < 2:  # torch.export would fix a latent grid of one unit to that size: export from a larger one
@@ -195,7 +196,7 @@ def export_autoencoder(candidate: Candidate, out: Path, options: ExportOptions, 
 
     test = _as_float(data.images[split.test])
     metrics = score_autoencoder(enc_path, dec_path, test, options.eval_batch_size)
-    common = {**_common_facts(run, options), "name": run.name, "autoencoder": run.name, "stride": stride,
+    common = {**_common_facts(run, options), "name": run.name, "autoencoder": member, "stride": stride,
               "latent_channels": latent_channels, "latent_size_32x32": config.latent_size(32, 32),
               "parameters": sum(p.numel() for p in model.parameters())}
     test_facts = {"images": len(split.test), **metrics, "pca_psnr": round(candidate.pca_psnr, 3)}
@@ -203,14 +204,14 @@ def export_autoencoder(candidate: Candidate, out: Path, options: ExportOptions, 
     if options.gradient:
         # Traced from the layers form whatever the decoder's: the same function, and dynamic shapes trace through it.
         layers = graphs.DecoderGraph(inference, "layers").eval()
-        gradient = {"gradient": export_gradient(layers, stride, latent_channels, out, run.name, enc_path, dec_path, data,
+        gradient = {"gradient": export_gradient(layers, stride, latent_channels, out, member, enc_path, dec_path, data,
                                                 split, options, metrics["psnr"])}
     return {
-        model_key(run.name, "encoder"): {**common, "role": "encoder", "file": model_file(run.name, "encoder"), "parity": enc_parity,
-                                         "test": test_facts, "parameters": sum(p.numel() for p in model.encoder.parameters())},
-        model_key(run.name, "decoder"): {**common, "role": "decoder", "file": model_file(run.name, "decoder"), "form": options.decoder_form,
-                                         "parity": dec_parity, "test": test_facts, **gradient,
-                                         "parameters": sum(p.numel() for p in model.decoder.parameters())},
+        model_key(member, "encoder"): {**common, "role": "encoder", "file": model_file(member, "encoder"), "parity": enc_parity,
+                                       "test": test_facts, "parameters": sum(p.numel() for p in model.encoder.parameters())},
+        model_key(member, "decoder"): {**common, "role": "decoder", "file": model_file(member, "decoder"), "form": options.decoder_form,
+                                       "parity": dec_parity, "test": test_facts, **gradient,
+                                       "parameters": sum(p.numel() for p in model.decoder.parameters())},
     }
 
 
@@ -293,23 +294,23 @@ def _reused(reuse: Path | None, replaced: set[str], staging: Path, keep: list[st
         if name in earlier:
             row = earlier[name]
             candidates.append(Candidate(Path(row["run"]), name, row["latent_size"], row["epochs"], row["fraction"],
-                                        row["psnr"], row["pca_psnr"], multiply_adds_per_pixel(name)))
+                                        row["psnr"], row["pca_psnr"], multiply_adds_per_pixel(facts["name"]), facts["name"]))
             continue
         candidates.append(Candidate(Path(facts.get("checkpoint", {}).get("path", name)), name, facts["latent_size_32x32"],
                                     facts.get("checkpoint", {}).get("epochs", 0), facts.get("data", {}).get("fraction", 1.0),
-                                    facts["test"]["psnr"], facts["test"]["pca_psnr"], multiply_adds_per_pixel(name)))
+                                    facts["test"]["psnr"], facts["test"]["pca_psnr"], multiply_adds_per_pixel(facts["name"]), facts["name"]))
     return kept, candidates
 
 
 def _export_into(staging: Path, autoencoders: list[Path], colorizer: Path | None, options: ExportOptions,
                  data: ImageArray | None, decoding: dict | None, command: str | None,
                  reuse: Path | None = None, default: str | None = None, keep: list[str] | None = None,
-                 decoding_rule: dict | None = None) -> dict:
+                 decoding_rule: dict | None = None, names: dict[Path, str] | None = None) -> dict:
     entries: dict[str, dict] = {}
-    candidates = evaluate_candidates(autoencoders, data) if autoencoders else []
+    candidates = evaluate_candidates(autoencoders, data, names) if autoencoders else []
     names = [c.name for c in candidates]
     if len(set(names)) != len(names):
-        raise ValueError("two autoencoder runs have the same model name: " + ", ".join(sorted({n for n in names if names.count(n) > 1})))
+        raise ValueError("two autoencoder runs would be served by the same name (name one with RUN=NAME): " + ", ".join(sorted({n for n in names if names.count(n) > 1})))
     kept, kept_candidates = _reused(reuse, set(names) | ({COLORIZER} if colorizer is not None else set()), staging, keep)
     family = candidates + kept_candidates
     selection = None
@@ -358,9 +359,11 @@ def _export_into(staging: Path, autoencoders: list[Path], colorizer: Path | None
 def export_models(autoencoders: list[Path], colorizer: Path | None, out: Path, options: ExportOptions = ExportOptions(),
                   data: ImageArray | None = None, decoding: dict | None = None,
                   triton_dir: Path | None = None, command: str | None = None, reuse: Path | None = None,
-                  default: str | None = None, keep: list[str] | None = None, decoding_rule: dict | None = None) -> dict:
+                  default: str | None = None, keep: list[str] | None = None, decoding_rule: dict | None = None,
+                  names: dict[Path, str] | None = None) -> dict:
     """Export every autoencoder given (the family; the default by the rule in export.choose unless named) and
-    the colorizer, keeping what `reuse` (an earlier export) has and this one does not replace; returns the manifest."""
+    the colorizer, keeping what `reuse` (an earlier export) has and this one does not replace; returns the manifest.
+    A member is served by its model's name, or by the one `names` gives its run folder (two runs of one network)."""
     if not autoencoders and colorizer is None and reuse is None:
         raise ValueError("nothing to export: give autoencoder run(s), a colorizer run, or both")
     out = Path(out)
@@ -369,7 +372,7 @@ def export_models(autoencoders: list[Path], colorizer: Path | None, out: Path, o
     staging.mkdir(parents=True)
     try:
         manifest = _export_into(staging, autoencoders, colorizer, options, data, decoding, command,
-                                reuse and Path(reuse), default, keep, decoding_rule)
+                                reuse and Path(reuse), default, keep, decoding_rule, names)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)  # a failed or interrupted export leaves nothing behind
         raise

@@ -106,10 +106,11 @@ def recover_run(models: str | Path, name: str, out: str | Path, tolerance: float
     training = facts.get("training", {})
     if training.get("task", "reconstruction") != "reconstruction" or "model" not in training:
         raise ValueError(f"{name}: its manifest entry does not record the model's configuration (training.model)")
-    config = any_config_from_name(name)
+    architecture = facts.get("name", name)  # the network's name; a member may be served under another
+    config = any_config_from_name(architecture)
     config = type(config)(**known_fields(type(config), training["model"]))
-    if config.name != name:
-        raise ValueError(f"{name}: the recorded configuration is {config.name!r}")
+    if config.name != architecture:
+        raise ValueError(f"{name}: the recorded configuration is {config.name!r}, not {architecture!r}")
     model = build_autoencoder(config).eval()
     enc_path, dec_path = models / member.encoder.file, models / member.decoder.file
     model.load_state_dict(_weights(model, {"encoder": _initializers(enc_path), "decoder": _initializers(dec_path)}))
@@ -127,7 +128,7 @@ def recover_run(models: str | Path, name: str, out: str | Path, tolerance: float
                                          for role, e in (("encoder", member.encoder), ("decoder", member.decoder))},
                                 "checkpoint": checkpoint, "parity": diffs})
     path = Path(out) / name / CHECKPOINT
-    run = Run(path=path, kind="reconstruction", name=name, model_config=config, train_config=train, state=state,
+    run = Run(path=path, kind="reconstruction", name=architecture, model_config=config, train_config=train, state=state,
               data=DataFacts(**{**data, "source": source}), weights=model.state_dict())
     path.parent.mkdir(parents=True, exist_ok=True)
     partial = path.with_suffix(".partial")

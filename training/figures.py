@@ -184,11 +184,15 @@ def figure_family_margins(family: list[dict], path: Path, target_db: float = 1.5
             refined = p["refined_psnr"] - p["pca_psnr"]
             ax.annotate("", (x, refined), (x, plain), arrowprops={"arrowstyle": "->", "color": "gray", "lw": 1}, zorder=2)
             ax.plot(x, refined, markers[kind], ms=9, mfc="white", mec="tab:green", mew=1.5, zorder=3)
-        ax.annotate(p["name"], (x, plain), fontsize=7, xytext=(5, -3), textcoords="offset points")
+        # Labels point away from the other kind's marker, so that two members level at one size stay readable.
+        left = offset[kind] < 0
+        ax.annotate(p["name"], (x, plain), fontsize=7, xytext=(-6 if left else 6, -3), textcoords="offset points",
+                    ha="right" if left else "left")
     ax.axhline(target_db, color="black", ls="--", lw=1)
     ax.axhline(0, color="gray", lw=0.8)
     ax.set_xscale("log", base=2)
     ax.set_xticks(sizes, [str(s) for s in sizes])
+    ax.set_xlim(sizes[0] / 2 ** 0.9, sizes[-1] * 2 ** 0.6)  # room for the labels on either side
     ax.set_xlabel("latent values per 32x32 image")
     ax.set_ylabel("test PSNR minus PCA's at the same size (dB)")
     ax.grid(alpha=0.3)

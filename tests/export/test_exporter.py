@@ -199,7 +199,7 @@ def test_reuse_keeps_what_an_export_does_not_replace(exported_models, tiny_runs,
         export_models([tiny_runs["study"]], None, tmp_path / "other", reuse=models, keep=["nope"])
     with pytest.raises(ValueError, match="--default nope: not one of the autoencoders"):
         export_models([tiny_runs["study"]], None, tmp_path / "other", reuse=models, default="nope")
-    with pytest.raises(ValueError, match="same model name"):
+    with pytest.raises(ValueError, match="served by the same name"):
         export_models([tiny_runs["study"], tiny_runs["study"]], None, tmp_path / "other")
 
 

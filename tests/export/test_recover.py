@@ -82,6 +82,32 @@ def test_a_recovered_run_exports_again_says_so_and_can_refine(pca_export, tmp_pa
     assert "by `cae recover`" in card and "being gone" in card
 
 
+def test_a_member_served_under_another_name_sits_beside_its_network_and_comes_back(pca_export, tmp_path):
+    # Two runs of one network (a decoder fine-tuned for refining beside the plain one): the second gets its own name.
+    run_folder, models = pca_export
+    original = Run.load(run_folder)
+    name, alias = original.name, f"{original.name}_refine"
+    manifest = export_models([run_folder], None, tmp_path / "both", ExportOptions(gradient=False), reuse=models,
+                             names={run_folder: alias})
+    assert {f"{name}.encoder", f"{alias}.encoder", f"{alias}.decoder"} <= set(manifest["models"])
+    entry = manifest["models"][f"{alias}.encoder"]
+    assert (entry["name"], entry["autoencoder"], entry["file"]) == (name, alias, f"{alias}/encoder.onnx")
+    rows = {row["name"]: row for row in manifest["selection"]["candidates"]}
+    assert rows[alias]["architecture"] == name and "architecture" not in rows[name]
+    assert rows[alias]["multiply_adds_per_pixel"] == rows[name]["multiply_adds_per_pixel"]  # the network's cost
+    assert set(read_manifest(tmp_path / "both").autoencoders) == {name, alias}
+    card = (tmp_path / "both" / "MODEL_CARD.md").read_text()
+    assert f"| {alias} (default) | " in card or f"| {alias} | " in card
+    assert f"- {alias}: `cae train --model {name} " in card
+    # Recovered, it is a run of the network (a fine-tune can start from it) in a folder named for the member.
+    (recovered,) = recover([str(tmp_path / "both" / alias)], tmp_path / "recovered")
+    assert recovered.name == name and recovered.path.parent.name == alias
+    same_function(original.model(), recovered.model(), original.model_config.stride)
+    # Kept by a later export, it stays a member of its own, costed as its network.
+    again = export_models([], None, tmp_path / "again", reuse=tmp_path / "both")
+    assert {row["name"]: row.get("architecture") for row in again["selection"]["candidates"]} == {name: None, alias: name}
+
+
 def test_files_that_are_not_the_members_own_are_refused_and_nothing_is_written(exported_models, tmp_path):
     models, manifest = exported_models
     copy = tmp_path / "models"
