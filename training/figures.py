@@ -172,20 +172,24 @@ def figure_family_margins(family: list[dict], path: Path, target_db: float = 1.5
     kinds = sorted({p["name"].split("_")[0] for p in family})
     markers = dict(zip(kinds, "o^sD"))
     sizes = sorted({p["latent_size"] for p in family})
-    offset = {kind: (i - (len(kinds) - 1) / 2) * 0.06 for i, kind in enumerate(kinds)}  # side by side at each size
+    # Side by side at each size, in kind then name order (two runs of one network may share a size).
+    offset = {}
+    for size in sizes:
+        here = sorted((p["name"].split("_")[0], p["name"]) for p in family if p["latent_size"] == size)
+        offset.update({name: (i - (len(here) - 1) / 2) * 0.06 for i, (_, name) in enumerate(here)})
     for p in family:
         if p["pca_psnr"] is None:
             continue
         kind = p["name"].split("_")[0]
-        x = p["latent_size"] * 2 ** offset[kind]
+        x = p["latent_size"] * 2 ** offset[p["name"]]
         plain = p["psnr"] - p["pca_psnr"]
         ax.plot(x, plain, markers[kind], color="tab:red" if p["default"] else "tab:blue", ms=8, mec="black", mew=0.5, zorder=3)
         if "refined_psnr" in p:
             refined = p["refined_psnr"] - p["pca_psnr"]
             ax.annotate("", (x, refined), (x, plain), arrowprops={"arrowstyle": "->", "color": "gray", "lw": 1}, zorder=2)
             ax.plot(x, refined, markers[kind], ms=9, mfc="white", mec="tab:green", mew=1.5, zorder=3)
-        # Labels point away from the other kind's marker, so that two members level at one size stay readable.
-        left = offset[kind] < 0
+        # Left of the size's middle, labels point left, else right: members level at one size stay readable.
+        left = offset[p["name"]] <= 0
         ax.annotate(p["name"], (x, plain), fontsize=7, xytext=(-6 if left else 6, -3), textcoords="offset points",
                     ha="right" if left else "left")
     ax.axhline(target_db, color="black", ls="--", lw=1)

@@ -7,23 +7,28 @@
 # rule in export/choose.py; the model card records the command and the numbers. Each run's result,
 # metrics and loss curve are copied next to this script.
 # The defaults are the runs behind what models/ ships now (README, "The shipped models"). MEMBERS="name ..."
-# ships other members (run folders under RUNS, or paths with a slash); COLORIZER=<run folder> another
+# ships other members (run folders under RUNS, or paths with a slash; RUN=NAME serves a run under a name of
+# its own, beside another run of the same network); COLORIZER=<run folder> another
 # colorizer run, DECODING=<results.json> the color-report that chose its decoding.
 set -euo pipefail
 RUNS=${RUNS:-runs/autoencoder}
 SHIPPED="runs/gpu/autoencoder/rae_w16_d2_z1_b1 runs/gpu/autoencoder/rae_w16_d2_z2_b1"
 SHIPPED+=" runs/gpu64/autoencoder/rae_w64_d1_z1_b1 runs/gpu64/autoencoder/rae_w64_d1_z2_b1"
 SHIPPED+=" runs/pae_flip/pae_k64_w16_l3 runs/pae_flip/pae_k128_w16_l3 runs/pae_flip/pae_k256_w16_l3 runs/pae_flip/pae_k512_w16_l3"
+SHIPPED+=" runs/refined25b/pae_k64_w16_l3=pae_k64_w16_l3_refine"  # its decoder trained for refined latents
 read -r -a names <<< "${MEMBERS:-$SHIPPED}"
 family=()
-for name in "${names[@]}"; do [[ $name == */* ]] && family+=("$name") || family+=("$RUNS/$name"); done
+for name in "${names[@]}"; do [[ ${name%=*} == */* ]] && family+=("$name") || family+=("$RUNS/$name"); done
 colorizer=${COLORIZER:-runs/colorization/unet64g_served80}
 recovered=${RECOVERED:-runs/recovered}
 present=() gone=()
-for run in "${family[@]}"; do
-  if [[ -f $run/checkpoint.pt ]]; then present+=("$run")
-  elif [[ -f $recovered/$(basename "$run")/checkpoint.pt ]]; then present+=("$recovered/$(basename "$run")")
-  else gone+=("$(basename "$run")"); fi
+member() { [[ $1 == *=* ]] && echo "${1##*=}" || basename "$1"; }  # the name a family entry is served by
+for spec in "${family[@]}"; do
+  run=${spec%=*} alias=""
+  [[ $spec == *=* ]] && alias="=${spec##*=}"
+  if [[ -f $run/checkpoint.pt ]]; then present+=("$spec")
+  elif [[ -f $recovered/$(member "$spec")/checkpoint.pt ]]; then present+=("$recovered/$(member "$spec")$alias")
+  else gone+=("$(member "$spec")"); fi
 done
 args=()
 (( ${#present[@]} )) && args+=(--autoencoder "${present[@]}")
@@ -35,9 +40,10 @@ fi
 (( ${#gone[@]} )) && args+=(--reuse models --keep "${gone[@]}")
 cae export "${args[@]}" --out models "$@"
 here=$(dirname "$0")
-for run in "${present[@]}"; do
+for spec in "${present[@]}"; do
+  run=${spec%=*}
   [[ -f $run/result.json ]] || continue  # a recovered run has no curves: the ones copied when it was trained stay
-  dest="$here/$(basename "$run")"
+  dest="$here/$(member "$spec")"
   # A fine-tuned run's curves go beside those of the run it started from, not over them.
   grep -q '^  "init": {' "$run/result.json" && dest+=/fine_tune
   mkdir -p "$dest"

@@ -2,11 +2,17 @@
 default, with 8 latent channels at stride 4; tiny_fine with 4 channels at stride 2)."""
 
 import io
+import json
+import shutil
 
 import numpy as np
 import pytest
 from PIL import Image
 
+from fastapi.testclient import TestClient
+
+from service.main import create_app
+from service.settings import Settings
 from tests.service.conftest import onnxruntime_reference, png
 
 PNG = {"content-type": "image/png"}
@@ -123,3 +129,21 @@ def test_cae_models_naming_what_the_folder_lacks_stops_the_startup(model_dir, tm
     assert sorted(served) == ["tiny_fine.decoder", "tiny_fine.encoder"] and served.default_autoencoder == "tiny_fine"
     with pytest.raises(ModelLoadError, match="sha256 does not match"):
         load_models(folder, "cpu", 1)
+
+
+def test_two_runs_of_one_network_are_told_apart_by_their_member_names(model_dir, tmp_path):
+    # `cae export --autoencoder RUN=NAME` serves a second run of a network beside the first: the entries share
+    # the network's name, and every response names the member asked for.
+    folder = tmp_path / "models"
+    shutil.copytree(model_dir, folder)
+    manifest = json.loads((folder / "manifest.json").read_text())
+    network = manifest["models"]["tiny_autoencoder.encoder"]["name"]
+    for role in ("encoder", "decoder"):
+        manifest["models"][f"tiny_fine.{role}"]["name"] = network
+    (folder / "manifest.json").write_text(json.dumps(manifest))
+    with TestClient(create_app(Settings(model_dir=folder)), raise_server_exceptions=False) as client:
+        assert {a["name"] for a in client.get("/v1/models").json()["autoencoders"]} == {"tiny_autoencoder", "tiny_fine"}
+        reconstructed = client.post("/reconstruct?model=tiny_fine", content=png(), headers=PNG)
+        assert reconstructed.status_code == 200 and reconstructed.headers["x-model"] == "tiny_fine"
+        encoded = client.post("/encode?model=tiny_fine", content=png(), headers=PNG).json()
+        assert encoded["model"] == "tiny_fine" and encoded["results"][0]["shape"] == [4, 16, 16]
