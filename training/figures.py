@@ -76,6 +76,12 @@ def family_points(models_dir: Path) -> list[dict]:
                     **refined(ae)} for name, ae in manifest.autoencoders.items()), key=lambda p: p["latent_size"])
 
 
+def by_size(family: list[dict]) -> dict[int, list[dict]]:
+    """The family's members at each latent size, best test PSNR first (Fig. 2 labels each size once, in this order)."""
+    sizes = sorted({p["latent_size"] for p in family})
+    return {size: sorted((p for p in family if p["latent_size"] == size), key=lambda p: -p["psnr"]) for size in sizes}
+
+
 def figure_latent_size(results: list[dict], pca_rows: list[dict], path: Path, family: list[dict] | None = None) -> None:
     """Fig. 2: test BCE and PSNR against latent size, the 36 models coloured by channel factor; with
     `family` (family_points), the served autoencoders and PCA at their sizes on the PSNR panel too."""
@@ -101,13 +107,19 @@ def figure_latent_size(results: list[dict], pca_rows: list[dict], path: Path, fa
     top = max(r["test"]["psnr"] for r in results) + 8
     if family:
         ax = axes[1]
-        ax.plot([p["latent_size"] for p in family], [p["psnr"] for p in family], "-*", color="tab:red", ms=13,
-                markeredgecolor="black", markeredgewidth=0.5, lw=1, zorder=4)
+        at = by_size(family)
+        sizes = sorted(at)
+        # The line joins each size's best member; every member gets its star.
+        ax.plot(sizes, [at[size][0]["psnr"] for size in sizes], "-", color="tab:red", lw=1, zorder=4)
+        ax.plot([p["latent_size"] for p in family], [p["psnr"] for p in family], "*", color="tab:red", ms=13,
+                markeredgecolor="black", markeredgewidth=0.5, zorder=4)
         with_pca = [p for p in family if p["pca_psnr"] is not None]
-        ax.plot([p["latent_size"] for p in with_pca], [p["pca_psnr"] for p in with_pca], "x:", color="black", ms=8, zorder=4)
-        for p in family:
-            ax.annotate(p["name"] + (" (default)" if p["default"] else ""), (p["latent_size"], p["psnr"]), fontsize=7,
-                        xytext=(6, -10), textcoords="offset points")
+        pca_at = {p["latent_size"]: p["pca_psnr"] for p in with_pca}
+        ax.plot(sorted(pca_at), [pca_at[k] for k in sorted(pca_at)], "x:", color="black", ms=8, zorder=4)
+        for size in sizes:  # one block of names per size, best first, so that members close in PSNR do not overprint
+            names = "\n".join(p["name"] + (" (default)" if p["default"] else "") for p in at[size])
+            ax.annotate(names, (size, at[size][0]["psnr"]), fontsize=7, xytext=(6, -4), textcoords="offset points", va="top",
+                        ma="left", zorder=6)
         handles += [plt.Line2D([], [], ls="-", marker="*", color="tab:red", ms=10, label="served family (full data's test split)"),
                     plt.Line2D([], [], ls=":", marker="x", color="k", label="PCA at the family's sizes (same split)")]
         refined = [p for p in family if "refined_psnr" in p]
