@@ -254,10 +254,11 @@ def _family_gap(members: list[dict]) -> list[str]:
             "at every size); residual autoencoders with widths 16-64, several grids, MSE and psnr losses, EMA and flips, "
             "100 GPU epochs (+0.21 to +0.79 dB); autoencoders that start as PCA (pae), 30-40 CPU epochs with flips "
             "(+0.60 to +1.01 dB), with pilots of an encoder CNN (also grown from a trained member), a deeper and a wider "
-            "refiner, and a longer schedule; refining each latent against the decoder (served as `refine=<steps>`, "
+            "refiner, and longer schedules (80 epochs at 256 values, 100 at 64); refining each latent against the "
+            "decoder (served as `refine=<steps>`, "
             "the table above), which the plain margins do not include, and decoders fine-tuned on the latents refining "
-            "finds (more PSNR refined for a little less plain). Not yet tried: the pae recipe for 100+ epochs "
-            "on a GPU.", ""]
+            "finds (more PSNR refined for a little less plain). Not yet tried: the pae recipe for 100 epochs at 128 and "
+            "512 values, and wider pae networks trained long enough to use their width (a GPU's work).", ""]
 
 
 def render(manifest: dict) -> str:
