@@ -19,7 +19,7 @@ def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--url", required=True)
     parser.add_argument("--api-key", required=True)
-    parser.add_argument("--wait", type=float, default=120)
+    parser.add_argument("--wait", type=float, default=300)  # the warm-up: about a minute on 2 cores
     args = parser.parse_args()
     rng = np.random.default_rng(0)
     image = Image.fromarray(rng.integers(0, 256, (32, 32, 3), dtype=np.uint8))

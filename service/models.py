@@ -332,9 +332,14 @@ def _fitted_cost(small_s: float, small_px: int, big_s: float, big_px: int, held_
 
 
 # Input sides (in input units; the gradient's in image pixels) the warm-up measures at: large enough that
-# the cost per pixel is not the fixed cost of a run, small enough to take well under a second per model
-# on a 2-core CPU.
+# the cost per pixel is not the fixed cost of a run, and near the size photos run at. A stride-32 decoder's
+# 32 units are a 1-megapixel image, about 9 s of a 2-core start-up each, kept on purpose: measured on the
+# pae decoders, a 256-pixel probe planned 1.20 s per megapixel where 1- and 4-megapixel runs take 1.43-1.93 s.
+# Nor is a decoder probed at under PROBE_MIN_IMAGE_SIDE image pixels a side: probed at 32 units (64-128
+# pixels), the rae decoders planned 0.4-0.65x the memory their 0.26- and 1-megapixel runs took; at 256
+# pixels, 0.77-1.25x (benchmarks/warmup_plan.py), for about 5 s more of the shipped folder's warm-up.
 PROBE_SIDE = {"encoder": 256, "decoder": 32, "colorizer": 96, "gradient": 192}
+PROBE_MIN_IMAGE_SIDE = 256
 
 
 def warm_up(models: dict[str, Model], runs: int = 5) -> None:
@@ -348,7 +353,10 @@ def warm_up(models: dict[str, Model], runs: int = 5) -> None:
         shrinking = model.run_options(SHRINK_ABOVE_BYTES + 1)
         model.run(small)
         small_s = _median_seconds(lambda: model.run(small, shrinking), runs)
-        side = max(model.geometry.align, PROBE_SIDE.get(model.role, 64) // model.geometry.align * model.geometry.align)
+        side = PROBE_SIDE.get(model.role, 64)
+        if model.role == "decoder":
+            side = max(side, PROBE_MIN_IMAGE_SIDE // unit)
+        side = max(model.geometry.align, side // model.geometry.align * model.geometry.align)
         big = np.random.default_rng(0).random((1, model.input_channels, side, side), dtype=np.float32)
         model.run(big, shrinking)
         with PeakSampler() as peak:

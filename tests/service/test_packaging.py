@@ -1,5 +1,6 @@
 """The container installs service/requirements*.txt; they must not drift from pyproject's extras."""
 
+import re
 import tomllib
 from pathlib import Path
 
@@ -26,3 +27,13 @@ def test_dockerfile_keeps_a_public_base_and_runs_as_non_root():
     text = (ROOT / "Dockerfile").read_text()
     assert "ARG BASE_IMAGE=python:3.11-slim" in text
     assert "USER 10001" in text and "HEALTHCHECK" in text and 'CMD ["python", "-m", "service"]' in text
+
+
+def test_health_checks_wait_out_the_warm_up():
+    # The port opens after the warm-up (about a minute for the shipped folder on 2 cores): a health check
+    # that counts failures before then marks, and an orchestrator restarts, a container that is only starting.
+    start_period = re.search(r"HEALTHCHECK .*--start-period=(\d+)s", (ROOT / "Dockerfile").read_text())
+    assert start_period and int(start_period.group(1)) >= 180
+    deployment = (ROOT / "README.md").read_text().split("kind: Deployment", 1)[1].split("```", 1)[0]
+    probe = re.search(r"startupProbe: \{httpGet: \{path: /healthz.*periodSeconds: (\d+), failureThreshold: (\d+)\}", deployment)
+    assert probe and int(probe.group(1)) * int(probe.group(2)) >= 180
