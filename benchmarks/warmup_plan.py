@@ -4,7 +4,7 @@
 
 Loads the models as the service does (the same allocator setting), runs service.models.warm_up, then runs
 each model once per image side (a square image of that many pixels a side; decoders get the latent of one),
-measuring seconds (median of 2) and peak memory (service.memory.PeakSampler) as the warm-up does. Prints
+measuring seconds (median of 2) and peak memory as the warm-up does (service.models.measure_run). Prints
 actual / planned for both: above 1 the service under-plans (a request may pass its deadline or its
 memory budget), below 1 it refuses work it could do. --out writes the rows as JSON.
 """
@@ -22,8 +22,8 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from service.memory import PeakSampler, give_large_blocks_back  # noqa: E402
-from service.models import SHRINK_ABOVE_BYTES, _median_seconds, load_models, warm_up  # noqa: E402
+from service.memory import give_large_blocks_back, reset_peak_rss  # noqa: E402
+from service.models import SHRINK_ABOVE_BYTES, load_models, measure_run, warm_up  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -47,21 +47,15 @@ def main(argv: list[str] | None = None) -> int:
             side = max(align, image_side // unit // align * align)
             x = np.random.default_rng(1).random((1, model.input_channels, side, side), dtype=np.float32)
             pixels = model.image_pixels(side, side)
-            options = model.run_options(SHRINK_ABOVE_BYTES + 1)
-            model.run(x, options)
-            with PeakSampler() as peak:
-                out = model.run(x, options)
-            held = max(peak.peak_delta, x.nbytes + out.nbytes)
-            seconds = _median_seconds(lambda: model.run(x, options), 2)
+            seconds, held = measure_run(model, x, model.run_options(SHRINK_ABOVE_BYTES + 1), 2)
             row = {"model": key, "megapixels": round(pixels / 1e6, 3), "seconds": float(f"{seconds:.3g}"),
                    "seconds_vs_plan": round(seconds / max(model.cost.seconds(pixels), 1e-9), 2),
-                   "bytes_per_pixel": round(held / pixels), "bytes_vs_plan": round(held / max(1, model.cost.bytes(pixels)), 2),
-                   "exact_peak": getattr(peak, "exact", False)}
+                   "bytes_per_pixel": round(held / pixels), "bytes_vs_plan": round(held / max(1, model.cost.bytes(pixels)), 2)}
             rows.append(row)
             print(f"{key:32s} {row['megapixels']:6.3f} MP  time actual/plan {row['seconds_vs_plan']:5.2f} ({seconds:.2f} s)  "
                   f"memory actual/plan {row['bytes_vs_plan']:5.2f} ({row['bytes_per_pixel']} B/px)", flush=True)
     if args.out:
-        args.out.write_text(json.dumps({"sides": args.sides, "rows": rows}, indent=1))
+        args.out.write_text(json.dumps({"sides": args.sides, "exact_peak": reset_peak_rss(), "rows": rows}, indent=1))
     return 0
 
 

@@ -342,6 +342,17 @@ PROBE_SIDE = {"encoder": 256, "decoder": 32, "colorizer": 96, "gradient": 192}
 PROBE_MIN_IMAGE_SIDE = 256
 
 
+def measure_run(model: Model, x: np.ndarray, options: ort.RunOptions, runs: int) -> tuple[float, int]:
+    """Seconds (median of `runs`, after one run to warm up) and peak bytes of running `model` on `x`."""
+    model.run(x, options)
+    with PeakSampler() as peak:
+        out = model.run(x, options)
+    # Resident memory misses what a run reuses of pages already resident (small models can measure ~0):
+    # a run holds at least its input and its output.
+    held = max(peak.peak_delta, x.nbytes + out.nbytes)
+    return _median_seconds(lambda: model.run(x, options), runs), held
+
+
 def warm_up(models: dict[str, Model], runs: int = 5) -> None:
     """Run each model at the training size, so the first request does not pay for allocation, and measure
     what the service plans with: seconds per run and per pixel, peak memory per pixel, and the halo a tile
@@ -358,13 +369,7 @@ def warm_up(models: dict[str, Model], runs: int = 5) -> None:
             side = max(side, PROBE_MIN_IMAGE_SIDE // unit)
         side = max(model.geometry.align, side // model.geometry.align * model.geometry.align)
         big = np.random.default_rng(0).random((1, model.input_channels, side, side), dtype=np.float32)
-        model.run(big, shrinking)
-        with PeakSampler() as peak:
-            out = model.run(big, shrinking)
-        # Resident memory misses what a run reuses of pages already resident (small models can measure
-        # ~0): a run holds at least its input and its output.
-        held = max(peak.peak_delta, big.nbytes + out.nbytes)
-        big_s = _median_seconds(lambda: model.run(big, shrinking), max(1, runs // 2))
+        big_s, held = measure_run(model, big, shrinking, max(1, runs // 2))
         model.cost = _fitted_cost(small_s, model.image_pixels(*small.shape[2:]), big_s, model.image_pixels(side, side), held)
         # A model that declares image-wide context (the export's `global_context`) is never tiled: one pixel's
         # pull on far outputs can be below what measuring the field detects, yet tiles would still differ.
